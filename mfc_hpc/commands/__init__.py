@@ -1,0 +1,1 @@
+"""Sub-commands of ``mfc-hpc``: each module registers one parser (see :mod:`mfc_hpc.cli`)."""

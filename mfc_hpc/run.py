@@ -1,0 +1,226 @@
+"""The solve driver: grid sequencing, continuation, diagnostics and output of one run.
+
+``solve_config`` is what ``mfc-hpc solve`` runs; it is collective over the communicator.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+from petsc4py import PETSc
+
+from .config import Config, ConfigError
+from .continuation import continue_parameter
+from .diagnostics import diagnostics
+from .problem import boundary_data, discretisation
+from .solver import MeshSolver
+
+__all__ = ["SolveFailed", "build_solver", "solve_config", "solve_on", "phase_times", "EXIT_NOT_CONVERGED"]
+
+log = logging.getLogger(__name__.split(".")[-1])
+
+#: exit status of ``mfc-hpc solve`` when Newton (and every fallback) failed
+EXIT_NOT_CONVERGED = 3
+
+
+class SolveFailed(RuntimeError):
+    """Newton and every fallback failed; the message says where."""
+
+
+def build_solver(cfg: Config, comm: PETSc.Comm | None = None, da: PETSc.DMDA | None = None,
+                 M: int | None = None, N: int | None = None, verbose: bool = True) -> MeshSolver:
+    """A :class:`MeshSolver` for ``cfg`` (optionally on a coarser ``M x N`` mesh or DMDA)."""
+    if M is not None or N is not None:
+        cfg = cfg.replace(mesh={"nodes": M or cfg.mesh.nodes, "layers": N or cfg.mesh.layers})
+    s = cfg.solver
+    return MeshSolver(discretisation(cfg), boundary_data(cfg), rtol=s.rtol, atol=s.atol, stol=s.stol,
+                      max_it=s.max_it, positivity=s.positivity, proc_grid=s.process_grid,
+                      comm=comm, da=da, verbose=verbose)
+
+
+def solve_on(ms: MeshSolver, cfg: Config, *, try_direct: bool = True) -> dict:
+    """Solve on one mesh from the current ``ms.X``; continuation when needed (collective).
+
+    Returns a record of the stages: direct Newton, then (if it failed, or if
+    ``solver.continuation = "always"``) the uncontrolled flow at loss weight 0, the
+    loss weight 0 -> 1 with tangent predictor, and nu from ``solver.nu_start`` down.
+    """
+    s = cfg.solver
+    nu = cfg.model.nu
+    rec: dict = {"stages": [], "newton_iterations": 0}
+
+    def stage(kind: str, r) -> None:
+        rec["stages"].append({"param": kind, "value": None, "converged": r.converged,
+                              "iterations": r.iterations, "reason": r.reason,
+                              "residuals": r.residuals, "wall": r.wall})
+        rec["newton_iterations"] += r.iterations
+
+    if try_direct and s.continuation != "always":
+        r = ms.solve()
+        stage("direct", r)
+        if r.converged:
+            rec["converged"] = True
+            return rec
+        if s.continuation == "never":
+            rec["converged"] = False
+            rec["failure"] = f"Newton did not converge ({r.reason}) and solver.continuation = 'never'"
+            return rec
+        log.info("direct Newton failed (%s): continuation", r.reason)
+    nu0 = max(s.nu_start or nu, nu)
+    ms.set_problem(d=dataclasses.replace(ms.d, nu=nu0))
+    ms.bd.scale = 0.0
+    ms.uncontrolled_guess()
+    r = ms.solve()
+    stage("loss=0", r)
+    if not r.converged:
+        rec["converged"] = False
+        rec["failure"] = f"Newton failed at loss weight 0 ({r.reason})"
+        return rec
+    progress = log.info
+    c = continue_parameter(ms, "loss", 0.0, 1.0, first_step=1.0 / s.loss_steps, min_step=s.min_step,
+                           max_stages=s.max_stages, progress=progress)
+    rec["stages"] += c.stages
+    rec["newton_iterations"] += c.newton_iterations
+    if not c.converged:
+        rec["converged"] = False
+        rec["failure"] = f"loss-weight continuation stalled at {c.value:.4g} of 1"
+        return rec
+    if nu0 != nu:
+        import math
+        c = continue_parameter(ms, "nu", nu0, nu, geometric=True, first_step=math.log(nu0 / nu) / s.loss_steps,
+                               min_step=s.min_step, max_stages=s.max_stages, progress=progress)
+        rec["stages"] += c.stages
+        rec["newton_iterations"] += c.newton_iterations
+        if not c.converged:
+            rec["converged"] = False
+            rec["failure"] = f"nu continuation stalled at nu = {c.value:.4g} (target {nu:g})"
+            return rec
+    rec["converged"] = True
+    return rec
+
+
+def _levels(cfg: Config) -> list[tuple[int, int]]:
+    L = cfg.solver.grid_levels
+    M, N = cfg.mesh.nodes, cfg.mesh.layers
+    f = 2 ** L
+    if L and ((M - 1) % f or N % f or (M - 1) // f < 2 or N // f < 1):
+        raise ConfigError(f"solver.grid_levels: {L} levels need (nodes - 1) and layers divisible by {f} "
+                          f"with at least 3 nodes on the coarsest mesh; got nodes = {M}, layers = {N}")
+    return [((M - 1) // 2 ** l + 1, N // 2 ** l) for l in range(L, -1, -1)]
+
+
+def phase_times() -> dict:
+    """Seconds spent so far in each phase, from the PETSc log events."""
+    names = {"residual": "mfc_residual", "jacobian": "mfc_jacobian", "snes_solve": "SNESSolve",
+             "linear_solve": "KSPSolve", "factorisation": "MatLUFactorNum", "io": "mfc_io",
+             "diagnostics": "mfc_diagnostics"}
+    out = {}
+    for k, v in names.items():
+        try:
+            out[k] = PETSc.Log.Event(v).getPerfInfo()["time"]
+        except PETSc.Error:  # logging not started (PETSc.Log.begin())
+            out[k] = None
+    return out
+
+
+def solve_config(cfg: Config, comm: PETSc.Comm | None = None, out_dir: str | Path | None = None,
+                 extra_summary: dict | None = None) -> tuple[MeshSolver, dict]:
+    """Run one configuration to the end: returns the fine-mesh solver and the summary.
+
+    With ``out_dir`` it writes ``summary.json`` and ``solution.h5`` there (also when the
+    solve fails: then the summary says why and the solution holds the last iterate).
+    """
+    from .output import versions, write_json, write_solution
+
+    t_start = time.perf_counter()
+    comm = comm or PETSc.COMM_WORLD
+    levels = _levels(cfg)
+    fine = build_solver(cfg, comm)
+    solvers = [fine]
+    da = fine.mesh.da
+    for (M, N) in reversed(levels[:-1]):
+        da = da.coarsen()
+        solvers.insert(0, build_solver(cfg, comm, da=da, M=M, N=N))
+    t_setup = time.perf_counter() - t_start
+    history = []
+    ok = True
+    failure = None
+    prev: MeshSolver | None = None
+    for (M, N), ms in zip(levels, solvers):
+        log.info("mesh M=%d N=%d (%d unknowns, %d ranks, process grid %s)", M, N,
+                 ms.X.getSize(), comm.getSize(), ms.mesh.proc_sizes)
+        if prev is None:
+            ms.uncontrolled_guess()
+        else:
+            interp, _ = prev.mesh.da.createInterpolation(ms.mesh.da)
+            interp.mult(prev.X, ms.X)
+            interp.destroy()
+        rec = solve_on(ms, cfg)
+        if not rec["converged"] and prev is not None:
+            log.info("Newton from the interpolated coarse solution failed: restart on this mesh")
+            ms.uncontrolled_guess()
+            rec2 = solve_on(ms, cfg, try_direct=True)
+            rec2["stages"] = rec["stages"] + rec2["stages"]
+            rec2["newton_iterations"] += rec["newton_iterations"]
+            rec = rec2
+        rec.update({"nodes": M, "layers": N, "unknowns": ms.X.getSize()})
+        history.append(rec)
+        if not rec["converged"]:
+            ok = False
+            failure = f"mesh {M}x{N}: {rec.get('failure', 'Newton did not converge')}"
+            break
+        prev = ms
+    ms = solvers[-1] if ok else ms
+    PETSc.Log.Event("mfc_diagnostics").begin()
+    diag = diagnostics(ms.mesh, ms.X, ms.d, ms.bd)
+    PETSc.Log.Event("mfc_diagnostics").end()
+    zero = zero_network_cost(cfg, comm) if ok else None
+    wall = time.perf_counter() - t_start
+    summary = {
+        "converged": ok,
+        "failure": failure,
+        "config": cfg.to_dict(),
+        "versions": versions(),
+        "ranks": comm.getSize(),
+        "process_grid": list(ms.mesh.proc_sizes),
+        "mesh": {"nodes": ms.d.M, "layers": ms.d.N, "classes": ms.d.K, "unknowns": ms.X.getSize(),
+                 "h": ms.d.h, "dt": ms.d.dt},
+        "newton": history,
+        "newton_iterations_fine": history[-1]["newton_iterations"] if history else 0,
+        "diagnostics": diag,
+        "zero_network_cost": zero,
+        "timings": {"setup": t_setup, "total": wall, **phase_times()},
+    }
+    if extra_summary:
+        summary.update(extra_summary)
+    if out_dir is not None:
+        out = Path(out_dir)
+        if comm.getRank() == 0:
+            out.mkdir(parents=True, exist_ok=True)
+        comm.tompi4py().Barrier()
+        write_solution(out / "solution.h5", ms.mesh, ms.X,
+                       attrs={"config": cfg.to_dict(), "versions": summary["versions"],
+                              "converged": ok})
+        summary["timings"] = {"setup": t_setup, "total": time.perf_counter() - t_start, **phase_times()}
+        if comm.getRank() == 0:
+            write_json(out / "summary.json", summary)
+    for s in solvers[:-1]:
+        s.destroy()
+    return ms, summary
+
+
+def zero_network_cost(cfg: Config, comm: PETSc.Comm | None = None) -> dict:
+    """Cost ``J_h`` of the zero network (``E = 1``: no control, data only diffused)."""
+    ms = build_solver(cfg, comm, verbose=False)
+    ms.bd.scale = 0.0
+    ms.uncontrolled_guess()  # density moved by the plain walk; phi irrelevant at E = 1
+    ms.bd.scale = 1.0
+    # the zero network has E = 1: evaluate with a flat adjoint
+    Z = ms.mesh.owned(ms.X, readonly=False)
+    Z[..., ms.d.K:] = 0.0
+    del Z
+    diag = diagnostics(ms.mesh, ms.X, ms.d, ms.bd)
+    ms.destroy()
+    return diag["cost"]
