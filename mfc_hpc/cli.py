@@ -24,6 +24,12 @@ EXIT_REQUEUE = 75  # EX_TEMPFAIL: checkpoint written on SIGTERM/SIGUSR1, resubmi
 #: ``add_parser(subparsers)`` registers the command and sets ``func`` (args -> exit code)
 COMMANDS: dict[str, str] = {
     "solve": "mfc_hpc.commands.solve:add_parser",
+    "train": "mfc_hpc.commands.train:add_parser",
+    "predict": "mfc_hpc.commands.predict:add_parser",
+    "plan": "mfc_hpc.commands.plan:add_parser",
+    "structure": "mfc_hpc.commands.structure:add_parser",
+    "stability": "mfc_hpc.commands.stability:add_parser",
+    "inspect": "mfc_hpc.commands.inspect:add_parser",
 }
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["ConfigError", "Config", "MeshConfig", "ModelConfig", "ClassConfig",
-           "LossConfig", "SolverConfig", "load_config", "config_from_dict"]
+           "LossConfig", "SolverConfig", "CheckpointConfig", "load_config", "config_from_dict"]
 
 
 class ConfigError(ValueError):
@@ -143,6 +143,7 @@ class ClassConfig:
 
     ``samples`` is a file of one column of numbers (``.npy``, ``.txt``/``.csv``), turned
     into a density by a Gaussian kernel of width ``bandwidth`` (default: Silverman's rule).
+    ``values`` holds samples in memory instead (classes made from a ``[data]`` section).
     """
 
     prior: float = 1.0
@@ -151,11 +152,12 @@ class ClassConfig:
     samples: str | None = None
     bandwidth: float | None = None
     name: str | None = None
+    values: tuple[float, ...] | None = None
 
     @classmethod
     def parse(cls, v: dict, k: int, base: Path) -> "ClassConfig":
         key = f"classes[{k}]"
-        v = _table(key, v, {f.name for f in dataclasses.fields(cls)})
+        v = _table(key, v, {f.name for f in dataclasses.fields(cls)} - {"values"})
         has_g = "mean" in v or "var" in v
         has_s = "samples" in v
         if has_g == has_s:
@@ -271,6 +273,46 @@ class SolverConfig:
 
 
 @dataclass(frozen=True)
+class CheckpointConfig:
+    """``[checkpoint]``: when ``mfc-hpc solve`` writes restart files (:mod:`mfc_hpc.checkpoint`).
+
+    ``every_newton``: every k Newton iterations (0 = off); ``every_minutes``: every X
+    minutes of wall time (0 = off); ``at_stage_end``: after every converged solve
+    (continuation stage, grid level); ``on_signal``: on SIGTERM/SIGUSR1 write one and exit
+    75 (requeue); ``keep``: how many of the newest checkpoints to keep; ``directory``:
+    where (relative to the output directory); ``xdmf``: write ``solution.xmf`` next to
+    ``solution.h5`` for ParaView/VisIt; ``enabled = false`` turns all of it off.
+    """
+
+    enabled: bool = True
+    directory: str = "checkpoints"
+    every_newton: int = 0
+    every_minutes: float = 0.0
+    at_stage_end: bool = True
+    on_signal: bool = True
+    keep: int = 2
+    xdmf: bool = True
+
+    @classmethod
+    def parse(cls, v: dict, base: Path | None = None) -> "CheckpointConfig":
+        v = _table("checkpoint", v, {f.name for f in dataclasses.fields(cls)})
+        d = cls()
+        directory = _str("checkpoint.directory", v.get("directory", d.directory))
+        if not directory.strip():
+            raise ConfigError("checkpoint.directory: must not be empty")
+        return cls(
+            enabled=_bool("checkpoint.enabled", v.get("enabled", d.enabled)),
+            directory=directory,
+            every_newton=_int("checkpoint.every_newton", v.get("every_newton", d.every_newton), lo=0),
+            every_minutes=_num("checkpoint.every_minutes", v.get("every_minutes", d.every_minutes), lo=0.0),
+            at_stage_end=_bool("checkpoint.at_stage_end", v.get("at_stage_end", d.at_stage_end)),
+            on_signal=_bool("checkpoint.on_signal", v.get("on_signal", d.on_signal)),
+            keep=_int("checkpoint.keep", v.get("keep", d.keep), lo=1),
+            xdmf=_bool("checkpoint.xdmf", v.get("xdmf", d.xdmf)),
+        )
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole run: mesh, model, classes, loss, solver."""
 
@@ -306,8 +348,9 @@ class Config:
 
 #: sections other modules may add (checkpointing, data, ...); parsed by their owners
 EXTRA_SECTIONS: dict[str, Any] = {}
+EXTRA_SECTIONS["checkpoint"] = CheckpointConfig.parse  # cfg.extra["checkpoint"]; see checkpoint.py
 
-_SECTIONS = {"mesh", "model", "classes", "loss", "solver"}
+_SECTIONS = {"mesh", "model", "classes", "loss", "solver", "data"}
 
 
 def config_from_dict(raw: dict, base: Path | str = ".") -> Config:
@@ -319,20 +362,29 @@ def config_from_dict(raw: dict, base: Path | str = ".") -> Config:
         if k not in _SECTIONS and k not in EXTRA_SECTIONS:
             raise ConfigError(f"{k}: unknown section (allowed: {', '.join(sorted(_SECTIONS | set(EXTRA_SECTIONS)))})")
     classes_raw = raw.get("classes")
-    if classes_raw is None:
+    data = None
+    if "data" in raw:  # classes (and by default the head) from labelled samples: mfc_hpc.data
+        from .data import parse_data_section
+        if classes_raw is not None:
+            raise ConfigError("data: give either a [data] section or [[classes]] entries, not both")
+        data = parse_data_section(raw["data"], base, MeshConfig.parse(raw.get("mesh", {})),
+                                  user_loss="loss" in raw)
+    elif classes_raw is None:
         raise ConfigError("classes: at least one [[classes]] entry is required")
-    if not isinstance(classes_raw, list) or not classes_raw:
+    if data is None and (not isinstance(classes_raw, list) or not classes_raw):
         raise ConfigError("classes: must be a non-empty array of tables [[classes]]")
-    classes = tuple(ClassConfig.parse(c, k, base) for k, c in enumerate(classes_raw))
+    classes = data.classes if data else tuple(ClassConfig.parse(c, k, base) for k, c in enumerate(classes_raw))
     model = ModelConfig.parse(raw.get("model", {}))
     if len(classes) > 1 and model.eta == 0.0:
         raise ConfigError("model.eta: must be > 0 with several classes (the shared control is singular where the density vanishes)")
     extra = {k: EXTRA_SECTIONS[k](v, base) for k, v in raw.items() if k in EXTRA_SECTIONS}
+    if data is not None:
+        extra["data"] = data.config
     return Config(
         mesh=MeshConfig.parse(raw.get("mesh", {})),
         model=model,
         classes=classes,
-        loss=LossConfig.parse(raw.get("loss", {}), len(classes)),
+        loss=data.loss if data is not None and "loss" not in raw else LossConfig.parse(raw.get("loss", {}), len(classes)),
         solver=SolverConfig.parse(raw.get("solver", {})),
         extra=extra,
     )

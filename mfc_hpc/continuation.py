@@ -60,11 +60,18 @@ def _tangent(ms: MeshSolver, param: str, value: float, out: PETSc.Vec) -> None:
 def continue_parameter(ms: MeshSolver, param: str, start: float, stop: float, *,
                        first_step: float, min_step: float, max_stages: int,
                        geometric: bool = False, predictor: bool = True,
-                       progress: Callable[[str], None] | None = None) -> ContinuationResult:
+                       progress: Callable[[str], None] | None = None,
+                       resume: dict | None = None) -> ContinuationResult:
     """Continue the converged state of ``ms`` at ``param = start`` to ``param = stop``.
 
     ``first_step`` is an increment of the parameter (or, with ``geometric``, of its
     logarithm, for ``nu``). Returns with ``ms.X`` at the last converged state.
+
+    ``resume`` (restart from a checkpoint, :mod:`mfc_hpc.checkpoint`) continues an
+    interrupted continuation: ``u`` (accepted value, in the stepping coordinate),
+    ``step``, ``stages``, ``records``, ``newton_iterations``, and when it stopped inside
+    a Newton solve ``target_u`` (the value being solved for) with ``good`` (a Vec, the
+    last accepted state); ``ms.X`` holds the state to go on from.
     """
     import math
 
@@ -80,12 +87,24 @@ def continue_parameter(ms: MeshSolver, param: str, start: float, stop: float, *,
     Xgood = ms.X.copy()
     dX = ms.X.duplicate()
     stages = 0
+    target = None  # a Newton solve interrupted by a checkpoint: finish it first
+    if resume:
+        u, step, stages = resume["u"], resume["step"], resume["stages"]
+        res.value, res.stages = resume["value"], list(resume["records"])
+        res.newton_iterations = resume["newton_iterations"]
+        target = resume.get("target_u")
+        if target is not None and resume.get("good") is not None:
+            resume["good"].copy(Xgood)
+    ck = getattr(ms, "checkpointer", None)
     while stages < max_stages:
-        du = sign * min(step, abs(u_stop - u))
-        u_new = u_stop if abs(u_stop - (u + du)) < 1e-12 * max(1.0, abs(u_stop)) else u + du
+        if target is None:
+            du = sign * min(step, abs(u_stop - u))
+            u_new = u_stop if abs(u_stop - (u + du)) < 1e-12 * max(1.0, abs(u_stop)) else u + du
+        else:
+            u_new = target
         v_old, v_new = fro(u), fro(u_new)
         t0 = time.perf_counter()
-        if predictor:
+        if predictor and target is None:
             _apply(ms, param, v_old)
             _tangent(ms, param, v_old, dX)
             ms.X.axpy(v_new - v_old, dX)
@@ -97,7 +116,12 @@ def continue_parameter(ms: MeshSolver, param: str, start: float, stop: float, *,
             Xgood.copy(ms.X)
             ms.X.axpy(-1.0, neg)
             neg.destroy()
+        target = None
         _apply(ms, param, v_new)
+        if ck is not None:
+            ck.continuation(dict(param=param, u=u, step=step, stages=stages, value=res.value,
+                                 records=res.stages, newton_iterations=res.newton_iterations,
+                                 target_u=u_new), good=Xgood)
         r = ms.solve()
         stages += 1
         res.newton_iterations += r.iterations
@@ -124,6 +148,11 @@ def continue_parameter(ms: MeshSolver, param: str, start: float, stop: float, *,
                 log.warning("continuation in %s stalled at %.6g (step %.2e < %.2e)",
                             param, v_old, step, min_step)
                 break
+        if ck is not None:  # end of a stage: a safe point (checkpoint, signal)
+            ck.continuation(dict(param=param, u=u, step=step, stages=stages, value=res.value,
+                                 records=res.stages, newton_iterations=res.newton_iterations,
+                                 target_u=None), good=None)
+            ck.safe_point(ms)
     _apply(ms, param, res.value)
     Xgood.copy(ms.X)
     Xgood.destroy()

@@ -47,9 +47,9 @@ def silverman_bandwidth(s: np.ndarray) -> float:
 
 
 def _density(c: ClassConfig, x: np.ndarray) -> np.ndarray:
-    if c.samples is None:
+    if c.samples is None and c.values is None:
         return np.exp(-(x - c.mean) ** 2 / (2.0 * c.var))
-    s = read_samples(c.samples)
+    s = np.asarray(c.values, dtype=float) if c.values is not None else read_samples(c.samples)
     bw = c.bandwidth or silverman_bandwidth(s)
     # sum of Gaussian kernels, vectorised over (node, sample) in chunks of samples
     out = np.zeros_like(x)

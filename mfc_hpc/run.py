@@ -40,16 +40,26 @@ def build_solver(cfg: Config, comm: PETSc.Comm | None = None, da: PETSc.DMDA | N
                       comm=comm, da=da, verbose=verbose)
 
 
-def solve_on(ms: MeshSolver, cfg: Config, *, try_direct: bool = True) -> dict:
+def solve_on(ms: MeshSolver, cfg: Config, *, try_direct: bool = True, resume: dict | None = None) -> dict:
     """Solve on one mesh from the current ``ms.X``; continuation when needed (collective).
 
     Returns a record of the stages: direct Newton, then (if it failed, or if
     ``solver.continuation = "always"``) the uncontrolled flow at loss weight 0, the
     loss weight 0 -> 1 with tangent predictor, and nu from ``solver.nu_start`` down.
+
+    ``resume`` (a checkpoint's cursor, :mod:`mfc_hpc.checkpoint`, with ``ms.X`` and the
+    parameters already loaded) continues an interrupted solve from its ``phase``
+    (``direct``, ``loss0``, ``loss``, ``nu`` or ``done``).
     """
     s = cfg.solver
     nu = cfg.model.nu
-    rec: dict = {"stages": [], "newton_iterations": 0}
+    rec: dict = resume["record"] if resume else {"stages": [], "newton_iterations": 0}
+    phase = resume["phase"] if resume else "direct"
+    ck = getattr(ms, "checkpointer", None)
+    if ck is not None:
+        ck.enter(phase, rec)
+    if phase == "done":
+        return rec
 
     def stage(kind: str, r) -> None:
         rec["stages"].append({"param": kind, "value": None, "converged": r.converged,
@@ -57,7 +67,9 @@ def solve_on(ms: MeshSolver, cfg: Config, *, try_direct: bool = True) -> dict:
                               "residuals": r.residuals, "wall": r.wall})
         rec["newton_iterations"] += r.iterations
 
-    if try_direct and s.continuation != "always":
+    if phase == "direct" and try_direct and s.continuation != "always":
+        if ck is not None:
+            ck.enter("direct", rec)
         r = ms.solve()
         stage("direct", r)
         if r.converged:
@@ -69,28 +81,41 @@ def solve_on(ms: MeshSolver, cfg: Config, *, try_direct: bool = True) -> dict:
             return rec
         log.info("direct Newton failed (%s): continuation", r.reason)
     nu0 = max(s.nu_start or nu, nu)
-    ms.set_problem(d=dataclasses.replace(ms.d, nu=nu0))
-    ms.bd.scale = 0.0
-    ms.uncontrolled_guess()
-    r = ms.solve()
-    stage("loss=0", r)
-    if not r.converged:
-        rec["converged"] = False
-        rec["failure"] = f"Newton failed at loss weight 0 ({r.reason})"
-        return rec
+    if phase in ("direct", "loss0"):
+        ms.set_problem(d=dataclasses.replace(ms.d, nu=nu0))
+        ms.bd.scale = 0.0
+        if phase == "direct":  # (resumed in loss0: ms.X is the checkpointed iterate)
+            ms.uncontrolled_guess()
+        if ck is not None:
+            ck.enter("loss0", rec)
+        r = ms.solve()
+        stage("loss=0", r)
+        if not r.converged:
+            rec["converged"] = False
+            rec["failure"] = f"Newton failed at loss weight 0 ({r.reason})"
+            return rec
+        if ck is not None:
+            ck.enter("loss", rec)
+            ck.safe_point(ms)
     progress = log.info
-    c = continue_parameter(ms, "loss", 0.0, 1.0, first_step=1.0 / s.loss_steps, min_step=s.min_step,
-                           max_stages=s.max_stages, progress=progress)
-    rec["stages"] += c.stages
-    rec["newton_iterations"] += c.newton_iterations
-    if not c.converged:
-        rec["converged"] = False
-        rec["failure"] = f"loss-weight continuation stalled at {c.value:.4g} of 1"
-        return rec
+    if phase in ("direct", "loss0", "loss"):
+        c = continue_parameter(ms, "loss", 0.0, 1.0, first_step=1.0 / s.loss_steps, min_step=s.min_step,
+                               max_stages=s.max_stages, progress=progress,
+                               resume=resume.get("cont") if resume and phase == "loss" else None)
+        rec["stages"] += c.stages
+        rec["newton_iterations"] += c.newton_iterations
+        if not c.converged:
+            rec["converged"] = False
+            rec["failure"] = f"loss-weight continuation stalled at {c.value:.4g} of 1"
+            return rec
+        if ck is not None and nu0 != nu:
+            ck.enter("nu", rec)
+            ck.safe_point(ms)
     if nu0 != nu:
         import math
         c = continue_parameter(ms, "nu", nu0, nu, geometric=True, first_step=math.log(nu0 / nu) / s.loss_steps,
-                               min_step=s.min_step, max_stages=s.max_stages, progress=progress)
+                               min_step=s.min_step, max_stages=s.max_stages, progress=progress,
+                               resume=resume.get("cont") if resume and phase == "nu" else None)
         rec["stages"] += c.stages
         rec["newton_iterations"] += c.newton_iterations
         if not c.converged:
@@ -126,11 +151,13 @@ def phase_times() -> dict:
 
 
 def solve_config(cfg: Config, comm: PETSc.Comm | None = None, out_dir: str | Path | None = None,
-                 extra_summary: dict | None = None) -> tuple[MeshSolver, dict]:
+                 extra_summary: dict | None = None, checkpoint=None) -> tuple[MeshSolver, dict]:
     """Run one configuration to the end: returns the fine-mesh solver and the summary.
 
     With ``out_dir`` it writes ``summary.json`` and ``solution.h5`` there (also when the
     solve fails: then the summary says why and the solution holds the last iterate).
+    ``checkpoint``: a :class:`mfc_hpc.checkpoint.Checkpointer` that writes restart files
+    at safe points and may resume from one (it can raise ``CheckpointAndExit``).
     """
     from .output import versions, write_json, write_solution
 
@@ -148,23 +175,42 @@ def solve_config(cfg: Config, comm: PETSc.Comm | None = None, out_dir: str | Pat
     ok = True
     failure = None
     prev: MeshSolver | None = None
-    for (M, N), ms in zip(levels, solvers):
+    start, resume, seeded = 0, None, False  # restart: first level, its cursor, X loaded
+    if checkpoint is not None:
+        start, resume, history, seeded = checkpoint.begin(solvers, levels)
+    for lev, ((M, N), ms) in enumerate(zip(levels, solvers)):
+        if lev < start:  # done before the restart (its record is in history)
+            prev = ms
+            continue
         log.info("mesh M=%d N=%d (%d unknowns, %d ranks, process grid %s)", M, N,
                  ms.X.getSize(), comm.getSize(), ms.mesh.proc_sizes)
-        if prev is None:
+        cur = resume if lev == start else None
+        if lev == start and seeded:
+            pass  # ms.X (and the parameters) come from the checkpoint
+        elif prev is None:
             ms.uncontrolled_guess()
         else:
             interp, _ = prev.mesh.da.createInterpolation(ms.mesh.da)
             interp.mult(prev.X, ms.X)
             interp.destroy()
-        rec = solve_on(ms, cfg)
-        if not rec["converged"] and prev is not None:
-            log.info("Newton from the interpolated coarse solution failed: restart on this mesh")
-            ms.uncontrolled_guess()
-            rec2 = solve_on(ms, cfg, try_direct=True)
-            rec2["stages"] = rec["stages"] + rec2["stages"]
-            rec2["newton_iterations"] += rec["newton_iterations"]
+        attempt = cur.get("attempt", 0) if cur else 0
+        if checkpoint is not None:
+            checkpoint.level(lev, levels, history, attempt=attempt, prior=cur.get("prior") if cur else None)
+        if attempt == 0:
+            rec = solve_on(ms, cfg, resume=cur)
+        if attempt == 1 or (not rec["converged"] and (prev is not None or (lev == start and seeded))):
+            prior = cur["prior"] if attempt == 1 else rec
+            if attempt == 0:
+                log.info("Newton from the interpolated coarse solution failed: restart on this mesh")
+                ms.uncontrolled_guess()
+                if checkpoint is not None:
+                    checkpoint.level(lev, levels, history, attempt=1, prior=prior)
+            rec2 = solve_on(ms, cfg, try_direct=True, resume=cur if attempt == 1 else None)
+            rec2["stages"] = prior["stages"] + rec2["stages"]
+            rec2["newton_iterations"] += prior["newton_iterations"]
             rec = rec2
+        if checkpoint is not None and rec["converged"]:
+            checkpoint.level_done(ms, rec)
         rec.update({"nodes": M, "layers": N, "unknowns": ms.X.getSize()})
         history.append(rec)
         if not rec["converged"]:
@@ -193,6 +239,8 @@ def solve_config(cfg: Config, comm: PETSc.Comm | None = None, out_dir: str | Pat
         "zero_network_cost": zero,
         "timings": {"setup": t_setup, "total": wall, **phase_times()},
     }
+    if checkpoint is not None:
+        summary["checkpoint"] = checkpoint.summary()
     if extra_summary:
         summary.update(extra_summary)
     if out_dir is not None:

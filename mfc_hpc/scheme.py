@@ -402,6 +402,22 @@ class BoundaryData:
         """``dPhi_c/drho_d`` as ``[i, c, d]``, or ``None`` when ``Phi`` is fixed."""
         return None
 
+    def terminal_rows(self, ZN: np.ndarray, w: np.ndarray, i0: int, i1: int) -> np.ndarray | None:
+        """Terminal equations other than ``w_i (phi^N - Phi(rho^N))`` (e.g. the Schroedinger
+        bridge, :mod:`mfc_hpc.transport`): the rows ``[i, c]`` of the adjoint slots at level
+        ``N`` on global nodes ``i0..i1-1`` from ``ZN[i, a]`` (level ``N``, all ``2K``
+        fields), or ``None`` for the default. They may only use level ``N`` at their own
+        node (the box stencil)."""
+        return None
+
+    def terminal_rows_jacobian(self, ZN: np.ndarray, w: np.ndarray, i0: int, i1: int
+                               ) -> np.ndarray | None:
+        """Derivative ``[i, c, b]`` of :meth:`terminal_rows` with respect to field ``b`` of
+        level ``N`` at the same node (``None`` with the default rows). The uncontrolled
+        matrix (``slab_jacobian(..., uncontrolled=True)``) always uses the default rows
+        ``w_i phi^N``."""
+        return None
+
 
 def slab_residual(Zg: np.ndarray, s: Slab, d: Discretisation, bd: BoundaryData) -> np.ndarray:
     """Residual of the discrete optimality system on the owned box, ``[n, i, a]``.
@@ -443,8 +459,12 @@ def slab_residual(Zg: np.ndarray, s: Slab, d: Discretisation, bd: BoundaryData) 
         F[m, :, K:] = w[:, None] * dz + d.dt * np.moveaxis(g_rho[n0 - s.l0][..., own_x], 1, 2)
     if (~m).any():
         ZN = Zo[~m][0]  # level N, [i, a]
-        target = bd.terminal(ZN[:, :K].T, s.xs, s.xe)
-        F[~m, :, K:] = w[:, None] * (ZN[:, K:] - target.T)
+        rows = bd.terminal_rows(ZN, w, s.xs, s.xe)
+        if rows is not None:
+            F[~m, :, K:] = rows
+        else:
+            target = bd.terminal(ZN[:, :K].T, s.xs, s.xe)
+            F[~m, :, K:] = w[:, None] * (ZN[:, K:] - target.T)
     return F
 
 
@@ -505,9 +525,13 @@ def slab_jacobian(Zg: np.ndarray, s: Slab, d: Discretisation, bd: BoundaryData,
     if (~m).any():
         V[~m, :, K:, 0, 1, K:] = wI
         Zo = s.owned(Zg)
-        dPhi = None if uncontrolled else bd.terminal_derivative(Zo[~m][0][:, :K].T, s.xs, s.xe)
-        if dPhi is not None:
-            V[~m, :, K:, 0, 1, :K] = -w[:, None, None] * dPhi
+        dRows = None if uncontrolled else bd.terminal_rows_jacobian(Zo[~m][0], w, s.xs, s.xe)
+        if dRows is not None:
+            V[~m, :, K:, 0, 1, :] = dRows
+        else:
+            dPhi = None if uncontrolled else bd.terminal_derivative(Zo[~m][0][:, :K].T, s.xs, s.xe)
+            if dPhi is not None:
+                V[~m, :, K:, 0, 1, :K] = -w[:, None, None] * dPhi
     return V
 
 

@@ -82,6 +82,7 @@ class MeshSolver:
         self.d, self.bd = d, bd
         self.mesh = DepthTimeMesh(d, comm, proc_grid, prefix, da=da)
         self.positivity = positivity
+        self.rho_cut = 0.0
         self.verbose = verbose
         self.X = self.mesh.create_vec()
         self.F = self.mesh.create_vec()
@@ -107,6 +108,14 @@ class MeshSolver:
         self.snes = snes
         self._history: list[float] = []
         self._t0 = 0.0
+        #: ``hook(ms, iteration, fnorm)`` called after every Newton iteration (checkpoints)
+        self.monitor_hooks: list = []
+        #: the :class:`mfc_hpc.checkpoint.Checkpointer` of the run, if any
+        self.checkpointer = None
+        #: ``{"iteration": k, "history": [...]}``: the next :meth:`solve` continues a Newton
+        #: solve interrupted at iteration k (restart from a checkpoint)
+        self.resume_newton: dict | None = None
+        self._its0 = 0
         self.timings = {k: 0.0 for k in ("residual", "jacobian", "linear_solve")}
         self.counts = {k: 0 for k in ("residual", "jacobian")}
         self._set_tolerances()
@@ -155,7 +164,7 @@ class MeshSolver:
         K = self.d.K
         R = self.mesh.owned(X)[..., :K]
         dR = self.mesh.owned(Y)[..., :K]
-        grow = (dR > 0) & (R > 0)
+        grow = (dR > 0) & (R > self.rho_cut)
         a = min(1.0, float((self.positivity * R[grow] / dR[grow]).min())) if grow.any() else 1.0
         a = self.mesh.allmin(a)
         if a < 1.0:
@@ -168,6 +177,8 @@ class MeshSolver:
         if self.verbose:
             log.info("  Newton %2d  |F| %.3e  lin %3d  %.2fs", its, fnorm,
                      snes.getLinearSolveIterations(), time.perf_counter() - self._t0)
+        for hook in self.monitor_hooks:  # may raise (checkpoint and exit): propagates out of solve()
+            hook(self, its + self._its0, float(fnorm))
 
     # ------------------------------------------------------------------ set-up
     def _set_tolerances(self) -> None:
@@ -221,16 +232,35 @@ class MeshSolver:
         self._linear_solve(b, x)
 
     def solve(self) -> SolveResult:
-        """Newton from the current ``X``; ``X`` holds the last iterate afterwards."""
-        self._history = []
+        """Newton from the current ``X``; ``X`` holds the last iterate afterwards.
+
+        With :attr:`resume_newton` set (restart from a checkpoint taken at Newton
+        iteration k), this call continues that solve: the same stopping targets (the
+        relative tolerance refers to the first residual of the interrupted solve), the
+        remaining iteration budget, and the joined residual history.
+        """
+        resume, self.resume_newton = self.resume_newton, None
+        self._history, self._its0, saved = [], 0, None
+        if resume:
+            hist = [float(f) for f in resume["history"]]
+            self._its0 = int(resume["iteration"])
+            self._history = hist[:-1]  # the monitor appends |F(X)| again at iteration 0
+            saved = self.snes.getTolerances()
+            rtol, _, _, max_it = saved
+            f_now = self.residual_norm()
+            self.snes.setTolerances(rtol=rtol * hist[0] / f_now if hist and f_now > 0 else rtol,
+                                    max_it=max(1, max_it - self._its0))
         self._t0 = time.perf_counter()
         lin0 = self.snes.getLinearSolveIterations()
         try:
             self.snes.solve(None, self.X)
         except PETSc.Error as e:  # e.g. a failed factorisation: report, do not crash
             log.warning("Newton raised PETSc error %s", getattr(e, "ierr", e))
-            return SolveResult(False, "petsc_error", self.snes.getIterationNumber(), 0,
+            return SolveResult(False, "petsc_error", self.snes.getIterationNumber() + self._its0, 0,
                                list(self._history), time.perf_counter() - self._t0)
+        finally:
+            if saved is not None:
+                self.snes.setTolerances(*saved)
         r = self.snes.getConvergedReason()
         reason = _REASONS.get(r, str(r)).lower()
         ok = r > 0
@@ -241,7 +271,7 @@ class MeshSolver:
             ok = f <= max(atol, rtol * self._history[0]) * 1.0000001 or f == 0.0
             if not ok:
                 reason = f"stagnated ({reason}, |F| = {f:.3e})"
-        return SolveResult(ok, reason, self.snes.getIterationNumber(),
+        return SolveResult(ok, reason, self.snes.getIterationNumber() + self._its0,
                            self.snes.getLinearSolveIterations() - lin0, list(self._history),
                            time.perf_counter() - self._t0)
 
