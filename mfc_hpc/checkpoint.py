@@ -450,11 +450,15 @@ class Checkpointer:
 
         Returns ``(start level, cursor or None, history of earlier levels, X loaded)``.
         """
+        start = self._load(solvers, levels)
         if self.settings.enabled:
             for ms in solvers:
                 ms.checkpointer = self
                 ms.monitor_hooks.append(self._newton_hook)
         self.install_signals()
+        return start
+
+    def _load(self, solvers: list[MeshSolver], levels: list[tuple[int, int]]) -> tuple[int, dict | None, list, bool]:
         path, hdr = self._resolve_restart()
         if path is None:
             return 0, None, [], False

@@ -185,7 +185,13 @@ class LossConfig:
     """``[loss]``: the read-out loss ``G_c`` at depth T.
 
     ``kind = "quadratic"``: ``G = alpha/2 (x - target)^2`` (all classes);
-    ``kind = "softmax"``: ``G_c = gamma * CE_c`` with logits ``weights[k] x + biases[k]``.
+    ``kind = "softmax"``: ``G_c = gamma * CE_c`` with logits ``weights[k] x + biases[k]``;
+    ``kind = "kl"``: transport, ``gamma * KL(rho_c(T) | q_c)``; ``kind = "bridge"``: the
+    Schroedinger bridge ``rho(T) = q`` (one class). The target density ``q`` is
+    ``target = {mean, var}`` or ``{samples, bandwidth}`` (a table: one target shared by
+    all classes, scaled to each prior) or ``[[loss.targets]]`` (one per class), mixed with
+    a uniform ``floor`` (fraction of the mass, default 1e-4) and normalised to the class
+    priors (:mod:`mfc_hpc.transport`).
     """
 
     kind: str = "quadratic"
@@ -194,11 +200,18 @@ class LossConfig:
     weights: tuple[float, ...] = ()
     biases: tuple[float, ...] = ()
     gamma: float = 1.0
+    targets: tuple[ClassConfig, ...] = ()
+    floor: float = 1e-4
 
     @classmethod
-    def parse(cls, v: dict, K: int) -> "LossConfig":
-        v = _table("loss", v, {f.name for f in dataclasses.fields(cls)})
-        kind = _str("loss.kind", v.get("kind", "quadratic"), ("quadratic", "softmax"))
+    def parse(cls, v: dict, K: int, base: Path | str = ".") -> "LossConfig":
+        v = _table("loss", v, ({f.name for f in dataclasses.fields(cls)} | {"targets"}))
+        kind = _str("loss.kind", v.get("kind", "quadratic"), ("quadratic", "softmax", "kl", "bridge"))
+        if kind in ("kl", "bridge"):
+            return cls._parse_transport(kind, v, K, Path(base))
+        extra = {"targets", "floor"} & set(v)
+        if extra:
+            raise ConfigError(f"loss.{sorted(extra)[0]}: not a key of the {kind} loss (only of kl and bridge)")
         if kind == "quadratic":
             extra = {"weights", "biases", "gamma"} & set(v)
             if extra:
@@ -218,6 +231,54 @@ class LossConfig:
             raise ConfigError(f"loss.biases: needs one bias per class ({K}), got {len(bss)}")
         return cls(kind=kind, weights=wts, biases=bss,
                    gamma=_num("loss.gamma", v.get("gamma", 1.0), lo=0.0, lo_open=True))
+
+    @classmethod
+    def _parse_transport(cls, kind: str, v: dict, K: int, base: Path) -> "LossConfig":
+        extra = {"alpha", "weights", "biases"} & set(v)
+        if kind == "bridge":
+            extra |= {"gamma"} & set(v)
+        if extra:
+            raise ConfigError(f"loss.{sorted(extra)[0]}: not a key of the {kind} loss")
+        if ("target" in v) == ("targets" in v):
+            raise ConfigError(f"loss.target: the {kind} loss needs a target density: a table target = "
+                              "{mean = .., var = ..} or {samples = ..}, or one [[loss.targets]] per class")
+        if "target" in v:
+            targets = (_parse_target("loss.target", v["target"], base),)
+        else:
+            raw = v["targets"]
+            if not isinstance(raw, list) or not raw:
+                raise ConfigError(f"loss.targets: must be a non-empty array of tables, got {raw!r}")
+            if len(raw) != K:
+                raise ConfigError(f"loss.targets: needs one target per class ({K}), got {len(raw)}")
+            targets = tuple(_parse_target(f"loss.targets[{k}]", t, base) for k, t in enumerate(raw))
+        if kind == "bridge" and K != 1:
+            raise ConfigError(f"loss.kind: the bridge needs exactly one class (a shared control cannot steer "
+                              f"{K} class densities onto independent targets); use kind = 'kl'")
+        return cls(kind=kind, gamma=_num("loss.gamma", v.get("gamma", 1.0), lo=0.0, lo_open=True),
+                   targets=targets, floor=_num("loss.floor", v.get("floor", 1e-4), lo=0.0, hi=0.5))
+
+
+def _parse_target(key: str, v: Any, base: Path) -> ClassConfig:
+    """A target density of the transport losses: Gaussian ``mean``/``var`` or ``samples``."""
+    v = _table(key, v, {"mean", "var", "samples", "bandwidth"})
+    has_g, has_s = "mean" in v or "var" in v, "samples" in v
+    if has_g == has_s:
+        raise ConfigError(f"{key}: give either mean and var (Gaussian) or samples (a file)")
+    if has_g and not ("mean" in v and "var" in v):
+        raise ConfigError(f"{key}: a Gaussian target needs both mean and var")
+    samples = None
+    if has_s:
+        p = Path(_str(f"{key}.samples", v["samples"]))
+        samples = str(p if p.is_absolute() else (base / p))
+        if not Path(samples).is_file():
+            raise ConfigError(f"{key}.samples: no such file: {samples}")
+    if "bandwidth" in v and not has_s:
+        raise ConfigError(f"{key}.bandwidth: only for samples")
+    return ClassConfig(
+        mean=None if "mean" not in v else _num(f"{key}.mean", v["mean"]),
+        var=None if "var" not in v else _num(f"{key}.var", v["var"], lo=0.0, lo_open=True),
+        samples=samples,
+        bandwidth=None if "bandwidth" not in v else _num(f"{key}.bandwidth", v["bandwidth"], lo=0.0, lo_open=True))
 
 
 @dataclass(frozen=True)
@@ -384,7 +445,7 @@ def config_from_dict(raw: dict, base: Path | str = ".") -> Config:
         mesh=MeshConfig.parse(raw.get("mesh", {})),
         model=model,
         classes=classes,
-        loss=data.loss if data is not None and "loss" not in raw else LossConfig.parse(raw.get("loss", {}), len(classes)),
+        loss=data.loss if data is not None and "loss" not in raw else LossConfig.parse(raw.get("loss", {}), len(classes), base),
         solver=SolverConfig.parse(raw.get("solver", {})),
         extra=extra,
     )

@@ -20,7 +20,9 @@ from scipy.linalg import solve_banded
 
 from .scheme import BoundaryData, Discretisation, edge_terms, node_weights
 
-__all__ = ["tilts_from_solution", "forward_walk", "training_cost"]
+__all__ = ["tilts_from_solution", "forward_walk", "training_cost", "cost_and_gradient",
+           "kkt_state", "minimise", "symmetric_partner", "optimisation_guess",
+           "serial_newton"]
 
 
 def tilts_from_solution(Z: np.ndarray, d: Discretisation) -> tuple[np.ndarray, np.ndarray]:
@@ -79,3 +81,257 @@ def training_cost(rho: np.ndarray, theta_r: np.ndarray, theta_l: np.ndarray,
     term = bd.terminal_cost(rho[-1], w, 0, d.M)
     return {"kinetic": float(kin), "running": float(run), "terminal": float(term),
             "total": float(kin + run + term)}
+
+
+# ----------------------------------------------------------------------------------
+# Exact gradient by the discrete adjoint of the midpoint walk, the minimiser, and the
+# KKT state (rho, phi) of any network
+# ----------------------------------------------------------------------------------
+#
+# With ``B_n^{+-} = W +- dt/2 A_n`` the layer constraints are
+# ``r^n = B_n^- rho^{n+1} - B_n^+ rho^n = 0`` (each class), and with multipliers ``mu^n``
+# the Lagrangian is ``L = J_h + sum_n mu^n . r^n``. Write ``q^n_i`` for the derivative of
+# the layer-``n`` cost ``dt [kin + sum_i w_i F]`` with respect to ``rho^{n+1/2}_{c,i}``
+# (the same for every class):
+#
+#     q^n_i = dt 2 nu (nu/h) sum_{j = i+-1} c(E_ij) + dt w_i F'(rho_i^{n+1/2}).
+#
+# Stationarity in ``rho^N, rho^{N-1}, ..., rho^1`` is the backward sweep
+#
+#     w phi^N = -w s G,     (B_n^-)^T mu^n = w phi^{n+1} - q^n/2,
+#     w phi^n = (B_n^+)^T mu^n - q^n/2,                          n = N-1, ..., 0,
+#
+# which *defines* ``phi^n`` at every level for any network. Adding the two rows of
+# layer ``n`` gives ``mu^n = (phi^n + phi^{n+1})/2`` exactly, and subtracting them gives
+# ``w (phi^{n+1} - phi^n) = -dt [A_n^T mu^n - q^n/dt] = -dt dPhi/drho``, where
+# ``Phi(theta, rho, phi) = phi . A_theta rho - 2 nu (nu/h) sum R c(e^theta) - sum w F`` has
+# ``H_h = max_theta Phi`` at ``theta = A(phi)/(2 nu R)``. The gradient
+#
+#     dJ_h/dtheta_e^n = dt (nu/h) e^theta [2 nu R_s theta - sum_c rho_{c,s} (mu_{c,t} - mu_{c,s})]
+#
+# (edge ``e: s -> t``, densities at ``n+1/2``) vanishes exactly when every tilt is the
+# scheme's ``E = exp(A(phi^{n+1/2})/(2 nu R))``; then ``(rho, phi)`` solves the scheme
+# (METHOD.md 4) and conversely. So ``phi`` of the scheme is the adjoint state of the walk.
+
+def _check_fixed_terminal(bd: BoundaryData) -> None:
+    if type(bd).terminal is not BoundaryData.terminal or \
+            type(bd).terminal_cost is not BoundaryData.terminal_cost:
+        raise NotImplementedError("optimality: only the fixed terminal loss phi^N = -s G "
+                                  "(the default BoundaryData) is supported")
+
+
+def _split_theta(theta: np.ndarray, d: Discretisation) -> tuple[np.ndarray, np.ndarray]:
+    th = np.asarray(theta, dtype=float).reshape(2, d.N, d.M - 1)
+    return th[0], th[1]
+
+
+def _relent(th: np.ndarray) -> np.ndarray:
+    """``c(e^th) = e^th th - e^th + 1`` without cancellation."""
+    return np.exp(th) * th - np.expm1(th)
+
+
+def _layer_bands(Er: np.ndarray, El: np.ndarray, w: np.ndarray, c: float):
+    """Banded ``W - c A`` of one layer and ``out`` (sum of the tilts leaving each node)."""
+    M = w.size
+    out = np.zeros(M)
+    out[:-1] += Er
+    out[1:] += El
+    ab = np.zeros((3, M))
+    ab[1] = w + c * out
+    ab[0, 1:] = -c * El
+    ab[2, :-1] = -c * Er
+    return ab, out
+
+
+def _apply_AT(mu: np.ndarray, Er: np.ndarray, El: np.ndarray, k: float) -> np.ndarray:
+    """``A^T mu`` for ``mu[c, i]``: ``sum_j (nu/h) E_ij (mu_j - mu_i)``."""
+    dmu = mu[:, 1:] - mu[:, :-1]
+    out = np.zeros_like(mu)
+    out[:, :-1] += k * Er * dmu
+    out[:, 1:] -= k * El * dmu
+    return out
+
+
+def _sweep(theta: np.ndarray, d: Discretisation, bd: BoundaryData):
+    """Forward walk, cost and the backward adjoint sweep: ``(rho, phi, mu, grad, cost)``."""
+    _check_fixed_terminal(bd)
+    tr, tl = _split_theta(theta, d)
+    M, K, N = d.M, d.K, d.N
+    w = node_weights(d.h, M)
+    k, dt, two_nu = d.nu / d.h, d.dt, 2.0 * d.nu
+    rho = forward_walk(bd.rho0, tr, tl, d)
+    cost = training_cost(rho, tr, tl, d, bd)
+    mid = 0.5 * (rho[1:] + rho[:-1])  # [n, c, i]
+    tot = mid.sum(axis=1)
+    R = tot + d.eta
+    Er, El = np.exp(tr), np.exp(tl)
+    cr, cl = _relent(tr), _relent(tl)
+    q = np.zeros((N, M))
+    q[:, :-1] += cr
+    q[:, 1:] += cl
+    q *= dt * two_nu * k
+    if d.running.active:
+        q += dt * w * d.running.dF(tot)
+    phi = np.empty((N + 1, K, M))
+    mu = np.empty((N, K, M))
+    phi[N] = bd.terminal(rho[N], 0, M)
+    half = 0.5 * dt * k
+    for n in range(N - 1, -1, -1):
+        ab, _ = _layer_bands(Er[n], El[n], w, half)
+        abT = np.zeros_like(ab)  # the transpose: swap the off-diagonals
+        abT[1] = ab[1]
+        abT[0, 1:] = ab[2, :-1]
+        abT[2, :-1] = ab[0, 1:]
+        rhs = w * phi[n + 1] - 0.5 * q[n]
+        mu[n] = solve_banded((1, 1), abT, rhs.T).T
+        phi[n] = (w * mu[n] + 0.5 * dt * _apply_AT(mu[n], Er[n], El[n], k) - 0.5 * q[n]) / w
+    dmu = mu[..., 1:] - mu[..., :-1]  # [n, c, p]
+    gr = dt * k * Er * (two_nu * R[:, :-1] * tr - (mid[..., :-1] * dmu).sum(axis=1))
+    gl = dt * k * El * (two_nu * R[:, 1:] * tl + (mid[..., 1:] * dmu).sum(axis=1))
+    grad = np.stack([gr, gl])
+    return rho, phi, mu, grad, cost
+
+
+def cost_and_gradient(theta: np.ndarray, d: Discretisation, bd: BoundaryData
+                      ) -> tuple[float, np.ndarray]:
+    """``J_h`` and its exact gradient with respect to the log-tilts.
+
+    ``theta`` holds ``(theta_r, theta_l)``, each ``[N, M-1]``, as an array of shape
+    ``[2, N, M-1]`` or flat; the gradient has the same shape as ``theta``.
+    """
+    theta = np.asarray(theta, dtype=float)
+    _, _, _, g, c = _sweep(theta, d, bd)
+    return c["total"], g.reshape(theta.shape)
+
+
+def kkt_state(theta: np.ndarray, d: Discretisation, bd: BoundaryData) -> np.ndarray:
+    """The state ``Z[n, i, a]`` of a network: ``rho`` moved by its walk, ``phi`` its adjoint.
+
+    ``phi^N = -s G`` and, layer by layer backwards, ``phi^n`` from the adjoint sweep (see
+    the comment above :func:`_sweep`). It solves the scheme exactly when ``theta`` is a
+    stationary point of ``J_h``; for ``theta = tilts_from_solution(Z)`` of a solution
+    ``Z`` it gives back ``Z``.
+    """
+    rho, phi, _, _, _ = _sweep(np.asarray(theta, dtype=float), d, bd)
+    return np.concatenate([np.moveaxis(rho, 1, 2), np.moveaxis(phi, 1, 2)], axis=2)
+
+
+def symmetric_partner(theta: np.ndarray, d: Discretisation) -> np.ndarray:
+    """The network mirrored by ``x -> -x``: edge ``p`` -> ``M-2-p``, right <-> left jumps.
+
+    For a mirror-symmetric problem (data and losses swapped between classes by the
+    mirror) ``J_h`` of the partner equals ``J_h``; ``theta`` is symmetric when it equals
+    its partner.
+    """
+    tr, tl = _split_theta(theta, d)
+    return np.stack([tl[:, ::-1], tr[:, ::-1]]).reshape(np.shape(theta))
+
+
+def minimise(d: Discretisation, bd: BoundaryData, theta0: np.ndarray | None = None, *,
+             gtol: float = 1e-10, ftol: float = 0.0, maxiter: int = 20000, maxcor: int = 30,
+             perturb: float = 0.0, seed: int = 0, bound: float = 20.0, callback=None) -> dict:
+    """Minimise ``J_h`` over the log-tilts by L-BFGS (``scipy.optimize.minimize``, L-BFGS-B).
+
+    Starts from ``theta0`` (default: the zero network, plain diffusion). ``perturb``
+    adds ``N(0, perturb^2)`` noise to the start (to leave a symmetric saddle of a
+    symmetric problem). ``gtol`` applies to the largest gradient entry divided by
+    ``dt (nu/h) 2 nu`` (the scale of the kinetic curvature), so it reads as a
+    log-tilt tolerance. Every log-tilt is kept in ``[-bound, bound]`` (L-BFGS-B box), so
+    that trial steps of the line search cannot overflow the rates.
+
+    Returns a dict: ``theta [2, N, M-1]``, ``rho [N+1, K, M]``, ``cost`` (J_h split),
+    ``history`` (J_h per iteration), ``iterations``, ``evaluations``, ``message``,
+    ``gradient_max`` (scaled as ``gtol``), ``time``.
+    """
+    import time
+
+    from scipy.optimize import minimize
+
+    t0 = time.perf_counter()
+    shape = (2, d.N, d.M - 1)
+    th = np.zeros(shape) if theta0 is None else np.array(theta0, dtype=float).reshape(shape)
+    if perturb:
+        th = th + perturb * np.random.default_rng(seed).normal(size=shape)
+    scale = d.dt * d.nu / d.h * 2.0 * d.nu  # gradient units -> log-tilt units
+    history: list[float] = []
+    counter = {"nfev": 0}
+
+    last = {"x": None, "J": None}
+
+    def fun(x):
+        counter["nfev"] += 1
+        J, g = cost_and_gradient(x.reshape(shape), d, bd)
+        last["x"], last["J"] = x.copy(), J
+        return J, g.ravel()
+
+    def cb(x):  # scipy < 1.11 passes only x; the accepted point is the last evaluated one
+        J = last["J"] if last["x"] is not None and np.array_equal(x, last["x"]) \
+            else cost_and_gradient(x.reshape(shape), d, bd)[0]
+        history.append(float(J))
+        if callback is not None:
+            callback(x.reshape(shape), history[-1])
+
+    history.append(cost_and_gradient(th, d, bd)[0])
+    r = minimize(fun, th.ravel(), jac=True, method="L-BFGS-B", callback=cb,
+                 bounds=[(-bound, bound)] * th.size,
+                 options={"maxiter": maxiter, "maxcor": maxcor, "gtol": gtol * scale,
+                          "ftol": ftol, "maxfun": 4 * maxiter, "maxls": 50})
+    theta = r.x.reshape(shape)
+    J, g = cost_and_gradient(theta, d, bd)
+    rho = forward_walk(bd.rho0, theta[0], theta[1], d)
+    return {"theta": theta, "rho": rho, "cost": training_cost(rho, theta[0], theta[1], d, bd),
+            "history": np.array(history), "iterations": int(r.nit), "evaluations": counter["nfev"],
+            "message": str(r.message), "success": bool(r.success),
+            "gradient_max": float(np.abs(g).max() / scale), "time": time.perf_counter() - t0}
+
+
+def optimisation_guess(cfg, loss_scale: float = 1.0, **kw) -> np.ndarray:
+    """Initial guess ``Z[n, i, a]`` for Newton from the minimised training problem."""
+    from .problem import boundary_data, discretisation
+
+    d, bd = discretisation(cfg), boundary_data(cfg, loss_scale)
+    r = minimise(d, bd, **kw)
+    return kkt_state(r["theta"], d, bd)
+
+
+def serial_newton(Z: np.ndarray, d: Discretisation, bd: BoundaryData, *, rtol: float = 1e-10,
+                  atol: float = 1e-13, max_it: int = 50, positivity: float = 0.9,
+                  verbose: bool = False) -> dict:
+    """Serial Newton on the scheme (``serial_residual``/``serial_jacobian``, SuperLU):
+    ``Z <- Z - a J^{-1} F`` with ``a <= 1`` capped at ``positivity`` of the distance of
+    every density to zero (METHOD.md 7). Converged when ``|F| <= max(rtol |F_0|, atol)``
+    (2-norm). Returns ``Z``, ``converged``, ``iterations``, ``history`` (``|F|``), ``time``.
+    """
+    import time
+
+    from scipy.sparse.linalg import splu
+
+    from .scheme import serial_jacobian, serial_residual
+
+    t0 = time.perf_counter()
+    K = d.K
+    Z = np.array(Z, dtype=float)
+    F = serial_residual(Z, d, bd)
+    hist = [float(np.linalg.norm(F))]
+    tol = max(rtol * hist[0], atol)
+    it, ok = 0, hist[0] <= tol
+    while not ok and it < max_it:
+        J = serial_jacobian(Z, d, bd).tocsc()
+        dz = splu(J).solve(F.ravel()).reshape(Z.shape)
+        a = 1.0
+        if not d.unit_fraction:
+            grow = dz[..., :K] > 0
+            if grow.any():
+                a = min(1.0, float((positivity * Z[..., :K][grow] / dz[..., :K][grow]).min()))
+        Z -= a * dz
+        F = serial_residual(Z, d, bd)
+        it += 1
+        hist.append(float(np.linalg.norm(F)))
+        if verbose:
+            print(f"  newton {it:2d} |F| {hist[-1]:.3e} step {a:.3f} {time.perf_counter() - t0:.1f}s",
+                  flush=True)
+        ok = hist[-1] <= tol
+        if not np.isfinite(hist[-1]):
+            break
+    return {"Z": Z, "converged": bool(ok), "iterations": it, "history": hist,
+            "time": time.perf_counter() - t0}

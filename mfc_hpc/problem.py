@@ -8,7 +8,7 @@ from .config import Config, ConfigError, ClassConfig, LossConfig
 from .scheme import BoundaryData, Discretisation, RunningCost, node_weights
 
 __all__ = ["discretisation", "class_densities", "loss_values", "boundary_data",
-           "read_samples", "silverman_bandwidth"]
+           "read_samples", "silverman_bandwidth", "target_densities"]
 
 
 def discretisation(cfg: Config) -> Discretisation:
@@ -88,7 +88,42 @@ def loss_values(loss: LossConfig, K: int, x: np.ndarray) -> np.ndarray:
     return loss.gamma * (lse[None, :] - z)
 
 
-def boundary_data(cfg: Config, loss_scale: float = 1.0) -> BoundaryData:
-    """Initial densities and the terminal condition ``phi^N = -s G`` (``s = loss_scale``)."""
+def target_densities(cfg: Config) -> np.ndarray:
+    """``q_c(x_i)``, ``[c, i]``, of a transport loss (``kind = "kl"`` or ``"bridge"``): the
+    target (Gaussian or kernel estimate of samples; one shared or one per class) mixed
+    with the uniform ``loss.floor`` and normalised to the class priors like the data."""
+    loss = cfg.loss
+    if loss.kind not in ("kl", "bridge"):
+        raise ConfigError(f"loss.kind: {loss.kind!r} has no target density (kl and bridge do)")
     d = discretisation(cfg)
+    x, w = d.x, node_weights(d.h, d.M)
+    pri = np.array([c.prior for c in cfg.classes])
+    pri = pri / pri.sum()
+    tg = loss.targets if len(loss.targets) == cfg.K else loss.targets * cfg.K
+    q = np.empty((cfg.K, d.M))
+    for k, t in enumerate(tg):
+        key = "loss.target" if len(loss.targets) == 1 else f"loss.targets[{k}]"
+        p = _density(t, x)
+        mass = (w * p).sum()
+        if not np.isfinite(mass) or mass <= 1e-300:
+            raise ConfigError(f"{key}: the target puts no mass on [{d.x_min:g}, {d.x_max:g}]")
+        p = (1.0 - loss.floor) * p / mass + loss.floor / (d.x_max - d.x_min)
+        if np.any(p <= 0):
+            raise ConfigError(f"{key}: the target density vanishes at some nodes; set loss.floor > 0")
+        q[k] = pri[k] * p / (w * p).sum()
+    return q
+
+
+def boundary_data(cfg: Config, loss_scale: float = 1.0) -> BoundaryData:
+    """Initial densities and the terminal condition ``phi^N = -s G`` (``s = loss_scale``);
+    for ``kind = "kl"`` a :class:`~mfc_hpc.transport.KLTerminal` (``s`` multiplies
+    ``gamma``), for ``kind = "bridge"`` a :class:`~mfc_hpc.transport.BridgeTerminal`
+    (``s`` blends the uncontrolled flow into the bridge)."""
+    d = discretisation(cfg)
+    if cfg.loss.kind == "kl":
+        from .transport import KLTerminal
+        return KLTerminal(class_densities(cfg), target_densities(cfg), cfg.loss.gamma, loss_scale)
+    if cfg.loss.kind == "bridge":
+        from .transport import BridgeTerminal
+        return BridgeTerminal(class_densities(cfg), target_densities(cfg), loss_scale)
     return BoundaryData(class_densities(cfg), loss_scale * loss_values(cfg.loss, cfg.K, d.x))

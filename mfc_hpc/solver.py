@@ -245,9 +245,11 @@ class MeshSolver:
             hist = [float(f) for f in resume["history"]]
             self._its0 = int(resume["iteration"])
             self._history = hist[:-1]  # the monitor appends |F(X)| again at iteration 0
-            saved = self.snes.getTolerances()
-            rtol, _, _, max_it = saved
+            rtol, _, _, max_it = self.snes.getTolerances()
             f_now = self.residual_norm()
+            if hist and f_now <= rtol * hist[0]:  # interrupted just before SNES saw it converge
+                return SolveResult(True, "converged_fnorm_relative", self._its0, 0, self._history + [f_now], 0.0)
+            saved = self.snes.getTolerances()
             self.snes.setTolerances(rtol=rtol * hist[0] / f_now if hist and f_now > 0 else rtol,
                                     max_it=max(1, max_it - self._its0))
         self._t0 = time.perf_counter()

@@ -16,32 +16,42 @@ uncontrolled flow).
 
 **Schroedinger bridge** (:class:`BridgeTerminal`): the hard limit ``rho^N_c = q_c``. The
 unknowns stay the same; the terminal equations in the adjoint slots of level ``N``
-become ``w_i (rho^N_{c,i} - q_{c,i}) = 0``. The density equations conserve mass
-(``sum_i w_i rho^N_c = sum_i w_i rho^0_c = pi_c`` exactly), so with ``q_c`` of mass
-``pi_c`` one of these equations per class is redundant, and ``phi_c`` is defined up to an
-additive constant (the scheme sees only differences ``phi_{c,j} - phi_{c,i}`` within a
-level and ``phi^{n+1}_c - phi^n_c`` between levels, so ``phi_c + C_c`` at every level
-solves the same equations). The redundant equation at the *gauge node* ``g = 0`` is
-replaced by ``w_g phi^N_{c,g} = 0``: this fixes the same constant as the documented gauge
-``sum_i w_i phi^N_{c,i} = 0`` (both select one member of the family ``phi_c + C_c``; they
-differ by the constant ``C_c = -sum_i w_i phi^N_{c,i} / sum_i w_i``), and, unlike the sum,
-it touches one node of level ``N`` only, so it fits the box stencil and the distributed
-Jacobian pattern. :func:`apply_gauge` shifts a solution to the documented gauge
-afterwards. Mass conservation then gives ``rho^N_{c,g} = q_{c,g}`` too, to round-off.
+become ``rho^N_{c,i} = q_{c,i}``, written as ``w_i log(rho^N_{c,i} / q_{c,i}) = 0`` (same
+solutions; the logarithm makes the rows scale-free where ``q`` is tiny, and below
+``LOG_CUT q`` it is continued by its tangent line so that any state gives finite rows).
+The density equations conserve mass (``sum_i w_i rho^N_c = sum_i w_i rho^0_c = pi_c``
+exactly), so with ``q_c`` of mass ``pi_c`` one of these equations per class is
+redundant, and ``phi_c`` is defined up to an additive constant (the scheme sees only
+differences ``phi_{c,j} - phi_{c,i}`` within a level and ``phi^{n+1}_c - phi^n_c`` between
+levels, so ``phi_c + C_c`` at every level solves the same equations). The redundant
+equation at the *gauge node* ``g_c`` is replaced by ``w_g phi^N_{c,g} = 0``. This fixes
+the same constant as the documented gauge ``sum_i w_i phi^N_{c,i} = 0`` (both select one
+member of the family ``phi_c + C_c``; they differ by ``C_c = -sum_i w_i phi^N_{c,i} /
+sum_i w_i``), and, unlike the sum, it touches one node of level ``N`` only, so it fits
+the box stencil and the distributed Jacobian pattern. :func:`apply_gauge` shifts a
+solution to the documented gauge afterwards. Mass conservation gives
+``rho^N_{c,g} = q_{c,g}`` to round-off; the gauge node is where ``q_c`` peaks (by default),
+since the round-off of the mass lands there: at a node where ``q`` is 1e-17 it would be
+a relative error of order one (that was tried: node 0 fails).
 
 *Continuation for the bridge.* Its loss weight ``s in [0, 1]`` blends the fixed-loss row
 (with ``G = 0``) into the bridge row:
 
-    w_i [ (1 - s) phi^N_{c,i} + s (rho^N_{c,i} - q_{c,i}) ] = 0     (i != g),
+    w_i [ (1 - s) phi^N_{c,i} + s log(rho^N_{c,i} / q_{c,i}) ] = 0     (i != g_c),
     w_g phi^N_{c,g} = 0.
 
 At ``s = 0`` this is ``phi^N = 0``: the uncontrolled flow (``phi = 0``, the data diffused)
 is the exact solution and exactly what ``MeshSolver.uncontrolled_guess`` computes (its
 matrix uses the rows ``w_i phi^N``). For ``0 < s < 1`` it is the optimality system of the
-quadratic penalty ``G = lambda/2 sum_{i != g} w_i (rho^N_{c,i} - q_{c,i})^2`` with
-``lambda = s/(1 - s)`` (``phi^N_{c,i} = -lambda (rho^N_{c,i} - q_{c,i})``, ``phi^N_{c,g} = 0``),
-a penalty whose weight grows to infinity as ``s -> 1``, where the rows become the bridge.
-The residual is linear in ``s``, so the continuation's finite-difference tangent is exact.
+KL terminal cost ``lambda sum_{i != g} w_i (rho log(rho/q) - rho + q)`` with
+``lambda = s/(1 - s)``, whose weight grows without bound as ``s -> 1``: the bridge is the
+limit ``gamma -> infinity`` of the KL transport. The residual is linear in ``s``, so the
+continuation's finite-difference tangent is exact.
+
+*Limits.* Newton follows this path when the target's tails on the mesh are not too thin
+relative to the uncontrolled flow's (checked: Gaussian targets with ``q_min / q_max``
+about 1e-6 converge; a target whose tail is 1e-17 where the diffused data has 1e-6 does
+not): give such targets a floor (``[loss] floor``, uniform mixture, default 1e-4).
 """
 from __future__ import annotations
 
@@ -91,18 +101,21 @@ class BridgeTerminal(BoundaryData):
     the gauge ``phi^N_{c,g} = 0`` at node ``gauge_node`` and the blend of the module
     docstring for ``scale < 1``."""
 
-    def __init__(self, rho0: np.ndarray, target: np.ndarray, scale: float = 1.0, gauge_node: int = 0) -> None:
+    def __init__(self, rho0: np.ndarray, target: np.ndarray, scale: float = 1.0,
+                 gauge_nodes: np.ndarray | None = None) -> None:
         rho0 = np.asarray(rho0, dtype=float)
         super().__init__(rho0, np.zeros_like(rho0), scale)
         self.target = np.asarray(target, dtype=float)
         if self.target.shape != rho0.shape or np.any(self.target <= 0):
             raise ValueError("BridgeTerminal: target must be positive with the shape of rho0 [c, i]")
-        if not 0 <= gauge_node < rho0.shape[1]:
-            raise ValueError(f"BridgeTerminal: gauge node {gauge_node} outside 0..{rho0.shape[1] - 1}")
-        self.gauge_node = int(gauge_node)
+        g = np.argmax(self.target, axis=1) if gauge_nodes is None else np.asarray(gauge_nodes, dtype=int)
+        if g.shape != (rho0.shape[0],) or np.any(g < 0) or np.any(g >= rho0.shape[1]):
+            raise ValueError(f"BridgeTerminal: one gauge node per class in 0..{rho0.shape[1] - 1}, got {g}")
+        self.gauge_nodes = g
 
     def _gauge(self, i0: int, i1: int) -> np.ndarray:
-        return np.arange(i0, i1) == self.gauge_node  # [i]
+        """``[i, c]``: True at the gauge node of class ``c``."""
+        return np.arange(i0, i1)[:, None] == self.gauge_nodes[None, :]
 
     def _logratio(self, rho: np.ndarray, i0: int, i1: int) -> tuple[np.ndarray, np.ndarray]:
         """``L(rho) - log q`` and ``L'(rho)`` for ``rho[i, c]``: ``L = log`` above
@@ -120,8 +133,7 @@ class BridgeTerminal(BoundaryData):
         val, _ = self._logratio(ZN[:, :K], i0, i1)
         rows = w[:, None] * ((1.0 - s) * ZN[:, K:] + s * val)
         g = self._gauge(i0, i1)
-        rows[g] = w[g, None] * ZN[g, K:]
-        return rows
+        return np.where(g, w[:, None] * ZN[:, K:], rows)
 
     def terminal_rows_jacobian(self, ZN: np.ndarray, w: np.ndarray, i0: int, i1: int) -> np.ndarray:
         K = self.rho0.shape[0]
@@ -131,29 +143,31 @@ class BridgeTerminal(BoundaryData):
         J = np.zeros((ZN.shape[0], K, 2 * K))
         J[:, :, :K] = s * (w[:, None] * der)[:, :, None] * eye
         J[:, :, K:] = (1.0 - s) * w[:, None, None] * eye
-        g = self._gauge(i0, i1)
-        J[g, :, :K] = 0.0
-        J[g, :, K:] = w[g, None, None] * eye
+        g = self._gauge(i0, i1)  # [i, c]
+        J[:, :, :K] *= ~g[:, :, None]
+        J[:, :, K:] = np.where(g[:, :, None], w[:, None, None] * eye, J[:, :, K:])
         return J
 
     def terminal(self, rhoN: np.ndarray, i0: int, i1: int) -> np.ndarray:
-        """The penalty's ``Phi = -lambda (rho^N - q)`` for ``scale < 1`` (informative only:
-        the rows are :meth:`terminal_rows`)."""
+        """The penalty's ``Phi = -lambda log(rho^N / q)`` for ``scale < 1`` (informative only:
+        the rows are :meth:`terminal_rows`); 0 at ``scale = 1``."""
         s = self.scale
         if s >= 1.0:
             return np.zeros_like(rhoN)
-        Phi = -(s / (1.0 - s)) * (rhoN - self.target[:, i0:i1])
-        Phi[:, self._gauge(i0, i1)] = 0.0
-        return Phi
+        val, _ = self._logratio(rhoN.T, i0, i1)
+        return np.where(self._gauge(i0, i1), 0.0, -(s / (1.0 - s)) * val).T
 
     def terminal_cost(self, rhoN: np.ndarray, w: np.ndarray, i0: int, i1: int) -> float:
-        """The penalty ``lambda/2 sum_{i != g} w_i (rho^N - q)^2`` for ``scale < 1``; 0 for
-        the bridge itself (a constraint: its cost is the kinetic cost)."""
+        """For ``0 < scale < 1`` the slab's share of the penalty
+        ``lambda sum_{i != g} w_i (rho log(rho/q) - rho + q)``; 0 for the bridge itself (a
+        constraint: its cost is the kinetic cost) and at ``scale = 0``."""
         s = self.scale
         if s >= 1.0 or s <= 0.0:
             return 0.0
-        e = (rhoN - self.target[:, i0:i1]) * ~self._gauge(i0, i1)
-        return float(0.5 * s / (1.0 - s) * (w * e * e).sum())
+        q = self.target[:, i0:i1]
+        r = np.maximum(rhoN, _TINY)
+        e = (r * np.log(r / q) - r + q) * ~self._gauge(i0, i1).T
+        return float(s / (1.0 - s) * (w * e).sum())
 
 
 def apply_gauge(Z: np.ndarray, w: np.ndarray, K: int) -> np.ndarray:

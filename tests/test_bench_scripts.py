@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 
@@ -43,7 +42,8 @@ def test_bench_solver_quick(tmp_path):
         assert m["newton_iterations"] >= 1
         pi = m["per_iteration"]
         assert all(pi[k] > 0 for k in ("residual", "jacobian", "linear_solve", "total"))
-        assert pi["residual"] + pi["jacobian"] + pi["linear_solve"] <= pi["total"] * 1.05
+        # each phase is the slowest rank's, so their sum may exceed the slowest total a little
+        assert pi["residual"] + pi["jacobian"] + pi["linear_solve"] <= 1.5 * pi["total"] + 0.01
         assert 0 < m["assembly_fraction"] < 1
         assert c["rss_peak_max"] > 10 * 2**20 and c["rss_peak_sum"] >= c["rss_peak_max"]
         assert c["bytes_per_unknown"] > 0

@@ -6,18 +6,11 @@ import pytest
 from mfc_hpc.config import config_from_dict
 from mfc_hpc.problem import boundary_data, discretisation
 from mfc_hpc.run import build_solver, solve_config
-from mfc_hpc.scheme import _layers, _split, drift, hamiltonian, node_weights, serial_jacobian
+from mfc_hpc.closed_form import ClosedForm, closed_form_errors
+from mfc_hpc.scheme import hamiltonian, node_weights, serial_jacobian
 from mfc_hpc.optimality import forward_walk, tilts_from_solution, training_cost
 
 NU, ALPHA, TARGET, MU0, S0, T = 0.1, 1.0, 0.5, -0.5, 0.25, 1.0
-
-
-def closed_form(t, x):
-    """METHOD.md section 5: density and velocity of the one-class quadratic problem."""
-    D, D0 = 1 + ALPHA * (T - t), 1 + ALPHA * T
-    mu = TARGET + (MU0 - TARGET) * D / D0
-    s = S0 * (D / D0) ** 2 + 2 * NU / ALPHA * D * (1 - D / D0)
-    return np.exp(-(x - mu) ** 2 / (2 * s)) / np.sqrt(2 * np.pi * s), -ALPHA / D * (x - TARGET)
 
 
 def closed_form_config(M, N, **solver):
@@ -47,16 +40,9 @@ def errors(M, N):
     cfg = closed_form_config(M, N)
     ms, summary = solve_config(cfg)
     assert summary["converged"]
-    d, Z = ms.d, ms.state()
-    w = node_weights(d.h, d.M)
-    rho = Z[..., 0]
-    e_rho = max((w * np.abs(rho[n] - closed_form(d.t[n], d.x)[0])).sum() for n in range(N + 1))
-    rm, pm = _split(_layers(Z, 0.5), 1)
-    b = drift(rm, pm, d)
-    u = np.array([closed_form(t, d.x)[1] for t in d.t[:-1] + 0.5 * d.dt])
-    e_u = np.sqrt((d.dt * w * rm[:, 0] * (b - u) ** 2).sum())
+    e = closed_form_errors(ms.state(), ms.d, ClosedForm(cfg))
     ms.destroy()
-    return e_rho, e_u, summary
+    return e["density_L1"], e["velocity_L2_rho"], summary
 
 
 def test_closed_form_second_order_in_density_and_velocity():

@@ -53,7 +53,7 @@ def describe(h: dict) -> list[str]:
                      f"(from {nw['history'][0]:.3e})")
     else:
         rec = r.get("record") or {}
-        st = rec.get("stages") or []
+        st = (cont or {}).get("records") or rec.get("stages") or []
         res = st[-1].get("residual") if st else None
         if res is None and st and st[-1].get("residuals"):
             res = st[-1]["residuals"][-1]
