@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "structure": "mfc_hpc.commands.structure:add_parser",
     "stability": "mfc_hpc.commands.stability:add_parser",
     "inspect": "mfc_hpc.commands.inspect:add_parser",
+    "transport": "mfc_hpc.commands.transport:add_parser",
 }
 
 

@@ -152,8 +152,12 @@ def _apply_AT(mu: np.ndarray, Er: np.ndarray, El: np.ndarray, k: float) -> np.nd
     return out
 
 
-def _sweep(theta: np.ndarray, d: Discretisation, bd: BoundaryData):
-    """Forward walk, cost and the backward adjoint sweep: ``(rho, phi, mu, grad, cost)``."""
+def _sweep(theta: np.ndarray, d: Discretisation, bd: BoundaryData, barrier: float = 0.0):
+    """Forward walk, cost and the backward adjoint sweep: ``(rho, phi, mu, grad, cost)``.
+
+    ``barrier = tau > 0`` adds ``tau sum_{n >= 1} sum_{c,i} w_i (-log rho^n_{c,i})`` to the
+    cost (as ``cost["barrier"]``, also in ``cost["objective"]``) and to the gradient; then
+    ``phi`` is the adjoint of that objective, not of ``J_h``."""
     _check_fixed_terminal(bd)
     tr, tl = _split_theta(theta, d)
     M, K, N = d.M, d.K, d.N
@@ -176,13 +180,20 @@ def _sweep(theta: np.ndarray, d: Discretisation, bd: BoundaryData):
     mu = np.empty((N, K, M))
     phi[N] = bd.terminal(rho[N], 0, M)
     half = 0.5 * dt * k
+    pen = np.zeros_like(rho)  # d(barrier)/d rho^n
+    cost["objective"] = cost["total"]
+    if barrier > 0.0:
+        with np.errstate(all="ignore"):
+            cost["barrier"] = float(barrier * (w * -np.log(rho[1:])).sum())
+        pen[1:] = -barrier * w / rho[1:]
+        cost["objective"] = cost["total"] + cost["barrier"]
     for n in range(N - 1, -1, -1):
         ab, _ = _layer_bands(Er[n], El[n], w, half)
         abT = np.zeros_like(ab)  # the transpose: swap the off-diagonals
         abT[1] = ab[1]
         abT[0, 1:] = ab[2, :-1]
         abT[2, :-1] = ab[0, 1:]
-        rhs = w * phi[n + 1] - 0.5 * q[n]
+        rhs = w * phi[n + 1] - 0.5 * q[n] - pen[n + 1]
         mu[n] = solve_banded((1, 1), abT, rhs.T).T
         phi[n] = (w * mu[n] + 0.5 * dt * _apply_AT(mu[n], Er[n], El[n], k) - 0.5 * q[n]) / w
     dmu = mu[..., 1:] - mu[..., :-1]  # [n, c, p]
@@ -229,18 +240,24 @@ def symmetric_partner(theta: np.ndarray, d: Discretisation) -> np.ndarray:
 
 def minimise(d: Discretisation, bd: BoundaryData, theta0: np.ndarray | None = None, *,
              gtol: float = 1e-10, ftol: float = 0.0, maxiter: int = 20000, maxcor: int = 30,
-             perturb: float = 0.0, seed: int = 0, bound: float = 20.0, callback=None) -> dict:
+             perturb: float = 0.0, seed: int = 0, bound: float = 20.0, restarts: int = 50,
+             barrier: float = 0.0, callback=None) -> dict:
     """Minimise ``J_h`` over the log-tilts by L-BFGS (``scipy.optimize.minimize``, L-BFGS-B).
 
     Starts from ``theta0`` (default: the zero network, plain diffusion). ``perturb``
     adds ``N(0, perturb^2)`` noise to the start (to leave a symmetric saddle of a
     symmetric problem). ``gtol`` applies to the largest gradient entry divided by
     ``dt (nu/h) 2 nu`` (the scale of the kinetic curvature), so it reads as a
-    log-tilt tolerance. Every log-tilt is kept in ``[-bound, bound]`` (L-BFGS-B box), so
+    log-tilt tolerance. The midpoint walk keeps densities non-negative only below its
+    Markov bound on the rates; where ``R < 0`` the kinetic term is negative and ``J_h``
+    unbounded below. Networks whose walk makes some ``rho_c <= -eta/K`` (``< 0`` when
+    ``eta = 0``) are infeasible (``J_h`` is bounded below on the rest); the line search is sent back from them, and L-BFGS restarts with fresh memory (at most
+    ``restarts`` times) when its line search fails there. Every log-tilt is kept in ``[-bound, bound]`` (L-BFGS-B box), so
     that trial steps of the line search cannot overflow the rates.
 
     Returns a dict: ``theta [2, N, M-1]``, ``rho [N+1, K, M]``, ``cost`` (J_h split),
-    ``history`` (J_h per iteration), ``iterations``, ``evaluations``, ``message``,
+    ``history`` (J_h per iteration), ``gradients`` (largest projected gradient entry per
+    iteration, scaled as ``gtol``), ``iterations``, ``evaluations``, ``message``,
     ``gradient_max`` (scaled as ``gtol``), ``time``.
     """
     import time
@@ -254,33 +271,64 @@ def minimise(d: Discretisation, bd: BoundaryData, theta0: np.ndarray | None = No
         th = th + perturb * np.random.default_rng(seed).normal(size=shape)
     scale = d.dt * d.nu / d.h * 2.0 * d.nu  # gradient units -> log-tilt units
     history: list[float] = []
-    counter = {"nfev": 0}
+    counter = {"nfev": 0, "infeasible": 0}
 
-    last = {"x": None, "J": None}
+    gradients: list[float] = []
+    last = {"x": None, "J": None, "g": None}
 
     def fun(x):
         counter["nfev"] += 1
-        J, g = cost_and_gradient(x.reshape(shape), d, bd)
-        last["x"], last["J"] = x.copy(), J
+        with np.errstate(all="ignore"):
+            rho, _, _, g, c = _sweep(x.reshape(shape), d, bd, barrier)
+        J = c["objective"]
+        if not (np.isfinite(J) and np.all(np.isfinite(g))) or rho.min() <= floor:
+            # the midpoint walk can make densities negative (rates beyond its Markov
+            # bound); where R < 0 the kinetic term lets J_h fall without bound. Networks
+            # with some rho_c <= -eta/K are infeasible (then R > 0 and J_h is bounded
+            # below); a large value makes the line search step back
+            counter["infeasible"] += 1
+            J = infeasible
+            g = np.where(np.isfinite(g), g, 0.0)
+        last["x"], last["J"], last["g"] = x.copy(), J, g
         return J, g.ravel()
 
+    def projected(x, g):  # the gradient that L-BFGS-B's gtol measures (box projected)
+        return np.abs(np.clip(x - g.ravel(), -bound, bound) - x).max() / scale
+
     def cb(x):  # scipy < 1.11 passes only x; the accepted point is the last evaluated one
-        J = last["J"] if last["x"] is not None and np.array_equal(x, last["x"]) \
-            else cost_and_gradient(x.reshape(shape), d, bd)[0]
-        history.append(float(J))
+        if last["x"] is None or not np.array_equal(x, last["x"]):
+            fun(x)
+        history.append(float(last["J"]))
+        gradients.append(float(projected(x, last["g"])))
         if callback is not None:
             callback(x.reshape(shape), history[-1])
 
-    history.append(cost_and_gradient(th, d, bd)[0])
-    r = minimize(fun, th.ravel(), jac=True, method="L-BFGS-B", callback=cb,
-                 bounds=[(-bound, bound)] * th.size,
-                 options={"maxiter": maxiter, "maxcor": maxcor, "gtol": gtol * scale,
-                          "ftol": ftol, "maxfun": 4 * maxiter, "maxls": 50})
-    theta = r.x.reshape(shape)
+    with np.errstate(all="ignore"):
+        _, _, _, g0, c0 = _sweep(th, d, bd, barrier)
+    J0 = c0["objective"]
+    infeasible = 1e3 * (1.0 + abs(J0))
+    floor = 0.0 if barrier > 0 or d.eta == 0 else -d.eta / d.K
+    history.append(J0)
+    gradients.append(float(projected(th.ravel(), g0)))
+    x, nit, restarts_used = th.ravel(), 0, 0
+    while True:  # restart (fresh memory) when the line search fails, e.g. at the positivity edge
+        r = minimize(fun, x, jac=True, method="L-BFGS-B", callback=cb,
+                     bounds=[(-bound, bound)] * th.size,
+                     options={"maxiter": maxiter - nit, "maxcor": maxcor, "gtol": gtol * scale,
+                              "ftol": ftol, "maxfun": 4 * maxiter, "maxls": 50})
+        gained = fun(x)[0] - r.fun if r.fun < infeasible else 0.0
+        x, nit = r.x, nit + r.nit
+        if r.success or nit >= maxiter or restarts_used >= restarts or \
+                gained <= 1e-13 * (1.0 + abs(r.fun)):
+            break
+        restarts_used += 1
+    theta = x.reshape(shape)
     J, g = cost_and_gradient(theta, d, bd)
     rho = forward_walk(bd.rho0, theta[0], theta[1], d)
     return {"theta": theta, "rho": rho, "cost": training_cost(rho, theta[0], theta[1], d, bd),
-            "history": np.array(history), "iterations": int(r.nit), "evaluations": counter["nfev"],
+            "history": np.array(history), "gradients": np.array(gradients), "iterations": nit,
+            "restarts": restarts_used, "evaluations": counter["nfev"],
+            "infeasible_evaluations": counter["infeasible"],
             "message": str(r.message), "success": bool(r.success),
             "gradient_max": float(np.abs(g).max() / scale), "time": time.perf_counter() - t0}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["training_figures", "decision_regions"]
+__all__ = ["training_figures", "decision_regions", "transport_figure"]
 
 
 def _plt():
@@ -111,3 +111,48 @@ def training_figures(out: Path, net, rho: np.ndarray, data, gd_net=None) -> list
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
     return paths
+
+
+def transport_figure(path: Path, net, rho: np.ndarray, q: np.ndarray, x0: np.ndarray, xN: np.ndarray,
+                     title: str = "") -> Path:
+    """The density flow of a transport solve, one PNG with four panels: the total density
+    ``rho(t, x)`` over depth-time (image), snapshots of ``rho^n`` with the target ``q``,
+    sample trajectories through the (noisy) network, and the samples at depth ``T``
+    against ``q``. ``rho[n, c, i]``, ``q[c, i]``, ``x0``/``xN`` samples of class 0."""
+    plt = _plt()
+    x, N = net.nodes, net.N
+    t = net.dt * np.arange(N + 1)
+    r, qt = rho.sum(axis=1), q.sum(axis=0)
+    fig, axs = plt.subplots(1, 4, figsize=(17, 3.9), constrained_layout=True)
+    im = axs[0].pcolormesh(t, x, r.T, shading="auto", cmap="viridis")
+    fig.colorbar(im, ax=axs[0], shrink=0.8)
+    axs[0].set_xlabel("depth t")
+    axs[0].set_ylabel("state x")
+    axs[0].set_title("density flow rho(t, x)")
+    cmap = plt.get_cmap("viridis")
+    for k, n in enumerate(np.unique(np.linspace(0, N, 6).round().astype(int))):
+        axs[1].plot(x, r[n], color=cmap(n / N), lw=1.2, label=f"t = {t[n]:.2f}")
+    axs[1].plot(x, qt, "k--", lw=1.2, label="target q")
+    axs[1].set_xlabel("state x")
+    axs[1].set_title("snapshots")
+    axs[1].legend(fontsize=7)
+    rng = np.random.default_rng(0)
+    sel = rng.choice(x0.size, size=min(60, x0.size), replace=False)
+    P = net.forward(x0[sel], noise=True, rng=1, path=True)
+    axs[2].plot(t, P, color="tab:blue", lw=0.6, alpha=0.6)
+    axs[2].set_xlabel("depth t (layer n dt)")
+    axs[2].set_ylabel("state x")
+    axs[2].set_title("samples through the network (noise nu)")
+    bins = np.linspace(x[0], x[-1], 61)
+    axs[3].hist(x0, bins=bins, density=True, color="0.6", alpha=0.5, label="input samples")
+    axs[3].hist(xN, bins=bins, density=True, color="tab:blue", alpha=0.5, label="pushed (depth T)")
+    axs[3].plot(x, q[0] / np.trapz(q[0], x), "k--", lw=1.2, label="target q")
+    axs[3].set_xlabel("state x")
+    axs[3].set_title("samples before / after")
+    axs[3].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -67,7 +67,10 @@ def solve_on(ms: MeshSolver, cfg: Config, *, try_direct: bool = True, resume: di
                               "residuals": r.residuals, "wall": r.wall})
         rec["newton_iterations"] += r.iterations
 
-    if phase == "direct" and try_direct and s.continuation != "always":
+    # the bridge's hard terminal condition is never reached by direct Newton from the
+    # uncontrolled flow: go straight to continuation (it starts exactly there)
+    direct_first = s.continuation != "always" and cfg.loss.kind != "bridge"
+    if phase == "direct" and try_direct and direct_first:
         if ck is not None:
             ck.enter("direct", rec)
         r = ms.solve()

@@ -125,7 +125,8 @@ class MeshSolver:
         t = time.perf_counter()
         EVENTS["residual"].begin()
         Zg = self.mesh.ghosted(X)
-        Fo = slab_residual(Zg, self.mesh.slab, self.d, self.bd)
+        with np.errstate(over="ignore", invalid="ignore"):  # line-search trial points may overflow
+            Fo = slab_residual(Zg, self.mesh.slab, self.d, self.bd)
         if not np.all(np.isfinite(Fo)):
             Fo[...] = np.nan  # out of the domain: the line search backs off
         F.getArray()[:] = Fo.ravel()

@@ -140,6 +140,7 @@ def cmd_plot(a: argparse.Namespace) -> int:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     out = Path(a.out)
     docs = [json.loads((out / f"{k}.json").read_text()) for k in ("strong", "weak") if (out / f"{k}.json").is_file()]
@@ -162,11 +163,13 @@ def cmd_plot(a: argparse.Namespace) -> int:
         ax[0].set_title(f"{kind} scaling, {doc['solver']}")
         ax[0].legend()
         ax[0].set_xticks(P, [str(p) for p in P])
+        ax[0].xaxis.set_minor_formatter(NullFormatter())
         eff = [r.get("efficiency", float("nan")) for r in rows]
         ax[1].semilogx(P, eff, "o-")
         ax[1].axhline(1.0, ls="--", color="gray")
         ax[1].set_ylim(0, 1.2)
         ax[1].set_xticks(P, [str(p) for p in P])
+        ax[1].xaxis.set_minor_formatter(NullFormatter())
         ax[1].set_xlabel("ranks")
         ax[1].set_ylabel("parallel efficiency")
         bottom = [0.0] * len(rows)

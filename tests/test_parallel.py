@@ -104,3 +104,25 @@ def test_parallel_assembly_equals_serial_jacobian(tmp_path, n, px, py):
     script.write_text(SCRIPT)
     p = run_mpi(n, [script, px, py])
     assert "JACOBIAN_ERR" in p.stdout
+
+
+def test_finite_difference_colouring_option_reaches_the_same_solution(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(CONFIG.format(px=0, py=0).replace("nodes = 47", "nodes = 25").replace("layers = 13", "layers = 6"))
+    sols = {}
+    for name, extra in (("analytic", []), ("fd", ["-mfc_snes_fd_color"])):
+        p = run_cli(2, ["solve", cfg, "--out", tmp_path / name, "--no-checkpoint"] + extra)
+        if extra:  # the option was consumed (PETSc lists unused ones)
+            assert "There are no unused options" in p.stdout + p.stderr
+        with h5py.File(tmp_path / name / "solution.h5", "r") as f:
+            sols[name] = f["rho"][()], f["phi"][()]
+        assert json.loads((tmp_path / name / "summary.json").read_text())["converged"]
+    for a, b in zip(sols["analytic"], sols["fd"]):
+        assert np.abs(a - b).max() <= 1e-7 * np.abs(a).max()
+
+
+def test_unused_petsc_option_is_reported(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(CONFIG.format(px=0, py=0).replace("nodes = 47", "nodes = 17").replace("layers = 13", "layers = 4"))
+    p = run_cli(1, ["solve", cfg, "--out", tmp_path / "o", "--no-checkpoint", "-mfc_ksp_typ", "gmres"])
+    assert "Option left: name:-mfc_ksp_typ value: gmres" in p.stdout + p.stderr
