@@ -291,7 +291,13 @@ class SolverConfig:
     stages, adaptive with a tangent predictor) when plain Newton fails, or always if
     ``"always"``; ``nu_start``: start the nu-continuation from this noise level
     (geometric steps down to ``model.nu``); ``grid_levels``: coarse meshes solved first;
-    ``process_grid``: ``[px, py]`` ranks along nodes and layers (0 = let PETSc choose).
+    ``process_grid``: ``[px, py]`` ranks along nodes and layers (0 = let PETSc choose);
+    ``positivity``: fraction of the distance to a zero density a Newton step may go;
+    ``guess``: ``"uncontrolled"`` (the uncontrolled flow) or ``"optimisation"`` (the
+    minimiser of the discrete training problem by L-BFGS, :mod:`mfc_hpc.optimality`, at
+    the full loss weight); ``optimisation_fallback``: when continuation stalls (a fold of
+    the branch it follows), start Newton again from that minimiser;
+    ``optimisation_maxiter``: L-BFGS iterations of that guess.
     """
 
     rtol: float = 1e-10
@@ -306,6 +312,9 @@ class SolverConfig:
     grid_levels: int = 0
     process_grid: tuple[int, int] = (0, 0)
     positivity: float = 0.9
+    guess: str = "uncontrolled"
+    optimisation_fallback: bool = True
+    optimisation_maxiter: int = 3000
 
     @classmethod
     def parse(cls, v: dict) -> "SolverConfig":
@@ -330,6 +339,11 @@ class SolverConfig:
             grid_levels=_int("solver.grid_levels", v.get("grid_levels", d.grid_levels), lo=0),
             process_grid=pg,
             positivity=_num("solver.positivity", v.get("positivity", d.positivity), lo=0.0, lo_open=True, hi=1.0),
+            guess=_str("solver.guess", v.get("guess", d.guess), ("uncontrolled", "optimisation")),
+            optimisation_fallback=_bool("solver.optimisation_fallback",
+                                        v.get("optimisation_fallback", d.optimisation_fallback)),
+            optimisation_maxiter=_int("solver.optimisation_maxiter",
+                                      v.get("optimisation_maxiter", d.optimisation_maxiter), lo=1),
         )
 
 

@@ -129,6 +129,48 @@ def solve_on(ms: MeshSolver, cfg: Config, *, try_direct: bool = True, resume: di
     return rec
 
 
+#: losses whose training problem :mod:`mfc_hpc.optimality` minimises (a fixed ``G_c``)
+_OPTIMISABLE = ("quadratic", "softmax")
+
+
+def optimisation_solve(ms: MeshSolver, cfg: Config, rec: dict) -> dict:
+    """Newton at the full loss weight and target ``nu`` from the minimiser of the discrete
+    training problem (serial L-BFGS on rank 0, :func:`mfc_hpc.optimality.optimisation_guess`).
+
+    Continuation follows one branch of KKT points; for several classes it may end at a
+    fold while the minimiser lies on another branch (METHOD.md 2: not convex). The
+    minimiser is computed for this mesh; ``rec`` gets the stage appended.
+    """
+    from .optimality import optimisation_guess
+
+    t0 = time.perf_counter()
+    lcfg = cfg.replace(mesh={"nodes": ms.d.M, "layers": ms.d.N})
+    comm = ms.mesh.comm.tompi4py()
+    info: dict = {}
+    Z = optimisation_guess(lcfg, maxiter=cfg.solver.optimisation_maxiter, info=info) if comm.rank == 0 else None
+    Z, info = comm.bcast((Z, info), root=0)
+    ms.set_problem(d=dataclasses.replace(ms.d, nu=cfg.model.nu))
+    ms.bd.scale = 1.0
+    ms.mesh.set_owned(ms.X, Z)
+    t_opt = time.perf_counter() - t0
+    r = ms.solve()
+    log.info("optimisation guess (%.1f s): Newton %s in %d iterations", t_opt,
+             "converged" if r.converged else f"failed ({r.reason})", r.iterations)
+    rec = dict(rec)
+    rec["stages"] = list(rec.get("stages", [])) + [{
+        "param": "optimisation", "value": 1.0, "converged": r.converged, "iterations": r.iterations,
+        "reason": r.reason, "residuals": r.residuals, "wall": r.wall + t_opt,
+        "lbfgs": {k: v for k, v in info.items() if isinstance(v, (int, float, str, bool))}}]
+    rec["newton_iterations"] = rec.get("newton_iterations", 0) + r.iterations
+    rec["converged"] = r.converged
+    if r.converged:
+        rec.pop("failure", None)
+    else:
+        rec["failure"] = (rec.get("failure", "") + "; " if rec.get("failure") else "") + \
+            f"Newton from the optimisation guess failed ({r.reason})"
+    return rec
+
+
 def _levels(cfg: Config) -> list[tuple[int, int]]:
     L = cfg.solver.grid_levels
     M, N = cfg.mesh.nodes, cfg.mesh.layers
@@ -196,10 +238,17 @@ def solve_config(cfg: Config, comm: PETSc.Comm | None = None, out_dir: str | Pat
             interp, _ = prev.mesh.da.createInterpolation(ms.mesh.da)
             interp.mult(prev.X, ms.X)
             interp.destroy()
+        if cfg.solver.guess == "optimisation" and cfg.loss.kind not in _OPTIMISABLE:
+            raise ConfigError(f"solver.guess: 'optimisation' needs a fixed loss (quadratic or softmax), "
+                              f"not loss.kind = {cfg.loss.kind!r}")
+        if cfg.solver.guess == "optimisation" and not (lev == start and seeded) and prev is None:
+            rec = optimisation_solve(ms, cfg, {"stages": [], "newton_iterations": 0})
+            if not rec["converged"]:
+                ms.uncontrolled_guess()
         attempt = cur.get("attempt", 0) if cur else 0
         if checkpoint is not None:
             checkpoint.level(lev, levels, history, attempt=attempt, prior=cur.get("prior") if cur else None)
-        if attempt == 0:
+        if attempt == 0 and not (cfg.solver.guess == "optimisation" and prev is None and rec["converged"]):
             rec = solve_on(ms, cfg, resume=cur)
         if attempt == 1 or (not rec["converged"] and (prev is not None or (lev == start and seeded))):
             prior = cur["prior"] if attempt == 1 else rec
@@ -212,6 +261,11 @@ def solve_config(cfg: Config, comm: PETSc.Comm | None = None, out_dir: str | Pat
             rec2["stages"] = prior["stages"] + rec2["stages"]
             rec2["newton_iterations"] += prior["newton_iterations"]
             rec = rec2
+        if not rec["converged"] and cfg.solver.optimisation_fallback and cfg.solver.guess != "optimisation" \
+                and cfg.loss.kind in _OPTIMISABLE:
+            log.info("continuation stalled (%s): Newton from the minimiser of the discrete training problem",
+                     rec.get("failure"))
+            rec = optimisation_solve(ms, cfg, rec)
         if checkpoint is not None and rec["converged"]:
             checkpoint.level_done(ms, rec)
         rec.update({"nodes": M, "layers": N, "unknowns": ms.X.getSize()})
