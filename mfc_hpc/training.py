@@ -25,11 +25,11 @@ from .baseline import GDNetwork, fit_thresholds, sample_cost, threshold_predict,
 from .config import Config, ConfigError
 from .data import PreparedData, prepare
 from .head import SoftmaxHead
-from .network import ResidualNetwork, classification_report, network_from_state
+from .network import ResidualNetwork, classification_report, evaluate, network_from_state
 from .problem import discretisation
 
 __all__ = ["head_of", "export_network", "sample_density", "density_cdf", "ks_statistic",
-           "pushforward_check", "evaluate_training", "comparison_table"]
+           "pushforward_check", "evaluate_training", "comparison_table", "sweep_accuracy"]
 
 log = logging.getLogger(__name__.split(".")[-1])
 
@@ -211,3 +211,27 @@ def comparison_table(rep: dict) -> str:
     lines = [" | ".join(c.ljust(w[k]) for k, c in enumerate(r)) for r in rows]
     lines.insert(1, "-|-".join("-" * x for x in w))
     return "\n".join(lines)
+
+
+def sweep_accuracy(cfg: Config, Z: np.ndarray, samples: int = 2000, seed: int = 0) -> float | None:
+    """Test accuracy of the network extracted from a solution ``Z[n, i, a]``, for sweeps
+    (``scripts/stability_sweep.py --accuracy mfc_hpc.training:sweep_accuracy``).
+
+    With a ``[data]`` section: the held-out split. Otherwise (classes given as densities):
+    ``samples`` points per class drawn (seeded) from the initial class densities
+    ``rho_c(0, .)`` on the nodes, pushed through the deterministic network and read by the
+    head. ``None`` for a loss without a soft-max head.
+    """
+    if cfg.loss.kind != "softmax":
+        return None
+    dc = cfg.extra.get("data")
+    if dc is not None:
+        data = prepare(dc)
+        return float(evaluate(export_network(cfg, Z, data), data.x_test, data.y_test)["accuracy"])
+    d = discretisation(cfg)
+    net = export_network(cfg, Z)
+    rng = np.random.default_rng(seed)
+    rho0 = np.moveaxis(Z[0, :, :d.K], 1, 0)  # [c, i]
+    x = np.concatenate([sample_density(d.x, rho0[c], samples, rng) for c in range(d.K)])
+    y = np.repeat(np.arange(d.K), samples)
+    return float(evaluate(net, x, y)["accuracy"])

@@ -45,8 +45,9 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]
     p.add_argument("--emit-slurm", default=None, metavar="FILE", help="write a SLURM array job script and stop")
     p.add_argument("--ranks", type=int, default=1, help="MPI ranks per point in the SLURM script")
     p.add_argument("--positivity-tol", type=float, default=1e-8)
-    p.add_argument("--accuracy", default=None, metavar="MODULE:FUNC",
-                   help="scores a solution: FUNC(cfg, Z) -> test accuracy")
+    p.add_argument("--accuracy", default="mfc_hpc.training:sweep_accuracy", metavar="MODULE:FUNC",
+                   help="scores a solution: FUNC(cfg, Z) -> test accuracy or None (default: the "
+                        "extracted network on held-out / freshly drawn samples; 'none' to skip)")
     return p.parse_known_args(argv)
 
 
@@ -65,7 +66,7 @@ def run_one(args, k: int, comm) -> dict:
     N, M = grid(args)[k]
     cfg = load_config(args.config).replace(mesh={"nodes": M, "layers": N})
     acc = None
-    if args.accuracy:
+    if args.accuracy and args.accuracy != "none":
         mod, fn = args.accuracy.split(":")
         acc = getattr(importlib.import_module(mod), fn)
     rec = run_point(cfg, comm, args.positivity_tol, acc)

@@ -132,3 +132,22 @@ def test_cost_below_zero_network():
     assert c["kinetic"] > 0 and c["terminal"] < s["zero_network_cost"]["terminal"]
     assert c["total"] < s["zero_network_cost"]["total"]
     ms.destroy()
+
+
+def test_sweep_accuracy_of_extracted_network_beats_head_alone():
+    from mfc_hpc.network import classification_report
+    from mfc_hpc.training import head_of, sample_density, sweep_accuracy
+
+    # a biased head puts its threshold off the Bayes point 0 of the equal-prior classes;
+    # the (monotone) network can only help by moving the threshold's preimage back
+    cfg = two_class_config(M=65, N=16, gamma=3.0).replace(loss={"biases": (0.0, 0.6)})
+    ms, s = solve_config(cfg)
+    Z = ms.state()
+    acc = sweep_accuracy(cfg, Z, samples=4000, seed=3)
+    rng = np.random.default_rng(3)  # the same samples, read by the head without a network
+    x = np.concatenate([sample_density(ms.d.x, Z[0, :, c], 4000, rng) for c in range(2)])
+    y = np.repeat([0, 1], 4000)
+    head_only = classification_report(head_of(cfg), x, y)["accuracy"]
+    assert 0.5 < head_only < acc <= 1.0
+    assert sweep_accuracy(closed_form_config(33, 8), np.zeros((9, 33, 2))) is None
+    ms.destroy()

@@ -76,7 +76,8 @@ def run_point(cfg, comm=None, positivity_tol: float = 1e-8,
         rec["observed"] = observed(ok, diag, rho_max, positivity_tol)
         rec["observed"]["dt_outflow_rate"] = diag["dt_max_outflow_rate"]
         rec["observed"]["dt_compression"] = diag["dt_max_compression"]
-        rec["test_accuracy"] = float(accuracy(cfg, Z)) if (accuracy is not None and ok) else None
+        acc = accuracy(cfg, Z) if (accuracy is not None and ok) else None
+        rec["test_accuracy"] = None if acc is None else float(acc)
     finally:
         ms.destroy()
     return rec
