@@ -135,9 +135,14 @@ def a_priori(d: Discretisation, bd: BoundaryData) -> dict:
     }
 
 
-def min_layers(d: Discretisation, bd: BoundaryData) -> int:
-    """Smallest ``N`` with an a priori stable verdict on the configuration's ``M`` nodes."""
+def min_layers(d: Discretisation, bd: BoundaryData) -> int | None:
+    """Smallest ``N`` with an a priori stable verdict on the configuration's ``M`` nodes;
+    ``None`` when the frozen rates overflow or ask for more than 1e9 layers (tilts ``E``
+    beyond reason: no practical number of layers helps on this node mesh)."""
     f = frozen_adjoint_numbers(d, bd)
+    need = max(d.T * f["outflow_rate"] / MARKOV_LIMIT, d.T * f["compression"] / COMPRESSION_LIMIT)
+    if not np.isfinite(need) or need > 1e9:  # beyond any network anyone would build
+        return None
     n_markov = int(np.ceil(d.T * f["outflow_rate"] / MARKOV_LIMIT - 1e-12))
     n_comp = int(np.floor(d.T * f["compression"] / COMPRESSION_LIMIT + 1e-12)) + 1
     return max(1, n_markov, n_comp)

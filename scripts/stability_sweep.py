@@ -151,6 +151,7 @@ def draw(args, rows: list[dict], path: Path) -> None:
     Ms = np.unique(np.geomspace(min(args.nodes), max(args.nodes), 40).astype(int))
     Nmin = [min_layers(discretisation(cfg.replace(mesh={"nodes": int(m)})),
                        boundary_data(cfg.replace(mesh={"nodes": int(m)}))) for m in Ms]
+    Nmin = [np.nan if v is None else v for v in Nmin]  # None: rates overflow on that mesh
     Nmin = np.asarray(Nmin, dtype=float)
     fig, ax = plt.subplots(figsize=(6.5, 5))
     ax.plot(Ms, Nmin, "k-", label="a priori: smallest stable N")

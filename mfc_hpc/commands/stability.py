@@ -130,6 +130,7 @@ def plot(cfg, pre: dict, rec: dict | None, path: Path) -> None:
     Ms = np.unique(np.geomspace(9, max(4 * (M0 - 1) + 1, 65), 24).astype(int))
     Nmin = [min_layers(discretisation(cfg.replace(mesh={"nodes": int(m)})),
                        boundary_data(cfg.replace(mesh={"nodes": int(m)}))) for m in Ms]
+    Nmin = [np.nan if v is None else v for v in Nmin]  # None: rates overflow on that mesh
     fig, ax = plt.subplots(1, 2, figsize=(11, 4.5))
     ax[0].loglog(Ms, Nmin, "k-", label="a priori smallest stable N")
     ax[0].fill_between(Ms, 1, Nmin, color="C3", alpha=0.15, label="predicted unstable")
