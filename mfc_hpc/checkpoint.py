@@ -57,7 +57,7 @@ from petsc4py import PETSc  # noqa: E402
 
 from .cli import BadInput  # noqa: E402
 from .config import CheckpointConfig, Config  # noqa: E402
-from .output import _json_default, versions  # noqa: E402
+from .output import _json_default, fsync_path, versions  # noqa: E402
 from .solver import EVENTS, MeshSolver  # noqa: E402
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "CHECKSUM", "CheckpointError", "CheckpointAndExit",
@@ -691,9 +691,9 @@ class Checkpointer:
                 time.sleep(pause)
         self.comm.Barrier()
         if self.comm.rank == 0:
-            _fsync(tmp)
+            fsync_path(tmp)
             os.replace(tmp, path)
-            _fsync(self.directory)
+            fsync_path(self.directory)
             for _, old in find_checkpoints(self.directory)[self.settings.keep:]:
                 old.unlink(missing_ok=True)
         self.comm.Barrier()
@@ -712,11 +712,3 @@ class Checkpointer:
                 "last": self.written[-1] if self.written else None,
                 "write_seconds": float(sum(self.write_times)), "restarted_from": self.restarted_from,
                 "restarts": self.restarts, "wall_used_all_runs": self.wall_used()}
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -66,6 +66,15 @@ def _nums(key: str, v: Any) -> tuple[float, ...]:
     return tuple(_num(f"{key}[{i}]", x) for i, x in enumerate(v))
 
 
+def _data_file(key: str, v: Any, base: Path) -> str:
+    """An existing file named by ``key`` (relative paths: to the configuration's folder)."""
+    p = Path(_str(key, v))
+    path = p if p.is_absolute() else base / p
+    if not path.is_file():
+        raise ConfigError(f"{key}: no such file: {path}")
+    return str(path)
+
+
 def _table(key: str, v: Any, allowed: set[str]) -> dict:
     if not isinstance(v, dict):
         raise ConfigError(f"{key}: must be a table, got {v!r}")
@@ -164,10 +173,7 @@ class ClassConfig:
             raise ConfigError(f"{key}: give either mean and var (Gaussian) or samples (a file)")
         samples = None
         if has_s:
-            p = Path(_str(f"{key}.samples", v["samples"]))
-            samples = str(p if p.is_absolute() else (base / p))
-            if not Path(samples).is_file():
-                raise ConfigError(f"{key}.samples: no such file: {samples}")
+            samples = _data_file(f"{key}.samples", v["samples"], base)
         elif "mean" not in v or "var" not in v:
             raise ConfigError(f"{key}: a Gaussian class needs both mean and var")
         return cls(
@@ -266,12 +272,7 @@ def _parse_target(key: str, v: Any, base: Path) -> ClassConfig:
         raise ConfigError(f"{key}: give either mean and var (Gaussian) or samples (a file)")
     if has_g and not ("mean" in v and "var" in v):
         raise ConfigError(f"{key}: a Gaussian target needs both mean and var")
-    samples = None
-    if has_s:
-        p = Path(_str(f"{key}.samples", v["samples"]))
-        samples = str(p if p.is_absolute() else (base / p))
-        if not Path(samples).is_file():
-            raise ConfigError(f"{key}.samples: no such file: {samples}")
+    samples = _data_file(f"{key}.samples", v["samples"], base) if has_s else None
     if "bandwidth" in v and not has_s:
         raise ConfigError(f"{key}.bandwidth: only for samples")
     return ClassConfig(

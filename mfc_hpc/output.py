@@ -30,7 +30,7 @@ from petsc4py import PETSc  # noqa: E402
 from .mesh import DepthTimeMesh  # noqa: E402
 from .solver import EVENTS  # noqa: E402
 
-__all__ = ["versions", "write_solution", "write_json", "read_solution", "SOLUTION_FORMAT"]
+__all__ = ["versions", "write_solution", "write_json", "read_solution", "fsync_path", "SOLUTION_FORMAT"]
 
 SOLUTION_FORMAT = "mfc_hpc.solution"
 
@@ -81,7 +81,8 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file (or a directory entry) to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -135,7 +136,7 @@ def write_solution(path: str | Path, mesh: DepthTimeMesh, X: PETSc.Vec,
                     dp[sl] = p
     comm.Barrier()
     if comm.rank == 0:
-        _fsync_path(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
     comm.Barrier()
     EVENTS["io"].end()
