@@ -297,7 +297,8 @@ class SolverConfig:
     ``guess``: ``"uncontrolled"`` (the uncontrolled flow) or ``"optimisation"`` (the
     minimiser of the discrete training problem by L-BFGS, :mod:`mfc_hpc.optimality`, at
     the full loss weight); ``optimisation_fallback``: when continuation stalls (a fold of
-    the branch it follows), start Newton again from that minimiser;
+    the branch it follows), start Newton again from that minimiser (not with
+    ``continuation = "never"``, which asks for plain Newton only);
     ``optimisation_maxiter``: L-BFGS iterations of that guess.
     """
 

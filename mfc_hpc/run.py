@@ -262,7 +262,7 @@ def solve_config(cfg: Config, comm: PETSc.Comm | None = None, out_dir: str | Pat
             rec2["newton_iterations"] += prior["newton_iterations"]
             rec = rec2
         if not rec["converged"] and cfg.solver.optimisation_fallback and cfg.solver.guess != "optimisation" \
-                and cfg.loss.kind in _OPTIMISABLE:
+                and cfg.solver.continuation != "never" and cfg.loss.kind in _OPTIMISABLE:
             log.info("continuation stalled (%s): Newton from the minimiser of the discrete training problem",
                      rec.get("failure"))
             rec = optimisation_solve(ms, cfg, rec)
