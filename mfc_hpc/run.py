@@ -105,11 +105,7 @@ def solve_on(ms: MeshSolver, cfg: Config, *, try_direct: bool = True, resume: di
         c = continue_parameter(ms, "loss", 0.0, 1.0, first_step=1.0 / s.loss_steps, min_step=s.min_step,
                                max_stages=s.max_stages, progress=progress,
                                resume=resume.get("cont") if resume and phase == "loss" else None)
-        rec["stages"] += c.stages
-        rec["newton_iterations"] += c.newton_iterations
-        if not c.converged:
-            rec["converged"] = False
-            rec["failure"] = f"loss-weight continuation stalled at {c.value:.4g} of 1"
+        if not _absorb(rec, c, f"loss-weight continuation stalled at {c.value:.4g} of 1"):
             return rec
         if ck is not None and nu0 != nu:
             ck.enter("nu", rec)
@@ -119,14 +115,20 @@ def solve_on(ms: MeshSolver, cfg: Config, *, try_direct: bool = True, resume: di
         c = continue_parameter(ms, "nu", nu0, nu, geometric=True, first_step=math.log(nu0 / nu) / s.loss_steps,
                                min_step=s.min_step, max_stages=s.max_stages, progress=progress,
                                resume=resume.get("cont") if resume and phase == "nu" else None)
-        rec["stages"] += c.stages
-        rec["newton_iterations"] += c.newton_iterations
-        if not c.converged:
-            rec["converged"] = False
-            rec["failure"] = f"nu continuation stalled at nu = {c.value:.4g} (target {nu:g})"
+        if not _absorb(rec, c, f"nu continuation stalled at nu = {c.value:.4g} (target {nu:g})"):
             return rec
     rec["converged"] = True
     return rec
+
+
+def _absorb(rec: dict, c, failure: str) -> bool:
+    """Add a continuation's stages to the record; on a stall mark it failed (False)."""
+    rec["stages"] += c.stages
+    rec["newton_iterations"] += c.newton_iterations
+    if not c.converged:
+        rec["converged"] = False
+        rec["failure"] = failure
+    return c.converged
 
 
 #: losses whose training problem :mod:`mfc_hpc.optimality` minimises (a fixed ``G_c``)
