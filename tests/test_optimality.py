@@ -3,24 +3,17 @@ midpoint walk, the KKT state of a network, and the minimiser as a Newton seed.""
 import numpy as np
 import pytest
 
-from mfc_hpc.config import config_from_dict
 from mfc_hpc.optimality import (cost_and_gradient, forward_walk, kkt_state, minimise,
                                 optimisation_guess, serial_newton, symmetric_partner,
                                 tilts_from_solution, training_cost)
 from mfc_hpc.problem import boundary_data, discretisation
 from mfc_hpc.scheme import BoundaryData, Discretisation, RunningCost, node_weights, serial_residual
+from test_solver import two_class_config
 
 
 def two_class(M=33, N=8, gamma=2.0, nu=0.1, kappa=0.5):
-    model = {"nu": nu, "eta": 0.1}
-    if kappa:
-        model.update(running="congestion", kappa=kappa)
-    return config_from_dict({
-        "mesh": {"x_min": -4.0, "x_max": 4.0, "nodes": M, "layers": N, "depth": 1.0},
-        "model": model,
-        "classes": [{"prior": 0.5, "mean": -0.5, "var": 0.09}, {"prior": 0.5, "mean": 0.5, "var": 0.09}],
-        "loss": {"kind": "softmax", "weights": [-1.0, 1.0], "biases": [0.0, 0.0], "gamma": gamma},
-    })
+    """The two-class problem of test_solver, small and with congestion (F != 0)."""
+    return two_class_config(M=M, N=N, gamma=gamma, nu=nu, kappa=kappa)
 
 
 @pytest.fixture(scope="module")

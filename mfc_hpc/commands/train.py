@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from ..cli import EXIT_NOT_CONVERGED, BadInput
     from ..config import load_config
     from ..output import write_json
-    from ..run import solve_config
+    from . import solve_gathered
     from ..training import comparison_table, evaluate_training
 
     if args.gd_steps < 0 or args.ks_samples < 2:
@@ -39,10 +39,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if "data" not in cfg.extra:
         raise BadInput(f"train: {args.config} has no [data] section (use 'mfc-hpc solve' for given densities)")
-    ms, summary = solve_config(cfg, out_dir=args.out)
-    Z = ms.state()
-    rank = ms.mesh.comm.getRank()
-    ms.destroy()
+    Z, summary, rank = solve_gathered(cfg, args.out)
     if not summary["converged"]:
         log.error("did not converge: %s", summary["failure"])
         return EXIT_NOT_CONVERGED

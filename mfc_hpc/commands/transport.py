@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from ..cli import EXIT_NOT_CONVERGED, BadInput
     from ..config import load_config
     from ..output import write_json
-    from ..run import solve_config
+    from . import solve_gathered
     from ..transport import transport_report
 
     if args.samples < 2:
@@ -40,10 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if cfg.loss.kind not in ("kl", "bridge"):
         raise BadInput(f"transport: {args.config} has [loss] kind = '{cfg.loss.kind}'; "
                        "transport needs kind = 'kl' or 'bridge' with a target")
-    ms, summary = solve_config(cfg, out_dir=args.out)
-    Z = ms.state()
-    rank = ms.mesh.comm.getRank()
-    ms.destroy()
+    Z, summary, rank = solve_gathered(cfg, args.out)
     if not summary["converged"]:
         log.error("did not converge: %s", summary["failure"])
         return EXIT_NOT_CONVERGED
