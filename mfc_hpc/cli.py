@@ -84,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     petsc_args = rest
     if stray and not any(a.startswith("-") for a in rest):
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    # PETSc options have one dash (-mfc_ksp_type); an unknown --option is a typo or an
+    # option of another command, not something to hand to PETSc silently
+    unknown = [a for a in rest if a.startswith("--")]
+    if unknown:
+        parser.error(f"unrecognized option {unknown[0]} for 'mfc-hpc {args.command}' "
+                     f"(PETSc options take one dash, e.g. -mfc_ksp_type)")
     _init_petsc(petsc_args)
     from .config import ConfigError
     from .logs import setup_logging

@@ -299,7 +299,13 @@ class SolverConfig:
     the full loss weight); ``optimisation_fallback``: when continuation stalls (a fold of
     the branch it follows), start Newton again from that minimiser (not with
     ``continuation = "never"``, which asks for plain Newton only);
-    ``optimisation_maxiter``: L-BFGS iterations of that guess.
+    ``optimisation_maxiter``: L-BFGS iterations of that guess in all, run in chunks of
+    ``optimisation_chunk`` with a Newton attempt after each; ``linear``: the linear
+    solver of every Newton step, ``"direct"`` (MUMPS LU), ``"multigrid"`` (FGMRES +
+    geometric multigrid on the DMDA hierarchy, ranks split along depth; falls back to
+    LU if a linear solve fails) or ``"auto"`` (multigrid for one class from 2e5 unknowns
+    on a mesh that coarsens three times, direct otherwise; -mfc_ksp_type/-mfc_pc_type on
+    the command line override all three).
     """
 
     rtol: float = 1e-10
@@ -316,7 +322,9 @@ class SolverConfig:
     positivity: float = 0.9
     guess: str = "uncontrolled"
     optimisation_fallback: bool = True
-    optimisation_maxiter: int = 3000
+    optimisation_maxiter: int = 10000
+    optimisation_chunk: int = 1000
+    linear: str = "auto"
 
     @classmethod
     def parse(cls, v: dict) -> "SolverConfig":
@@ -346,6 +354,9 @@ class SolverConfig:
                                         v.get("optimisation_fallback", d.optimisation_fallback)),
             optimisation_maxiter=_int("solver.optimisation_maxiter",
                                       v.get("optimisation_maxiter", d.optimisation_maxiter), lo=1),
+            optimisation_chunk=_int("solver.optimisation_chunk",
+                                    v.get("optimisation_chunk", d.optimisation_chunk), lo=1),
+            linear=_str("solver.linear", v.get("linear", d.linear), ("auto", "direct", "multigrid")),
         )
 
 

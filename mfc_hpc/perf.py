@@ -27,11 +27,15 @@ import time
 from pathlib import Path
 
 __all__ = ["SOLVERS", "solver_options", "case_mesh", "load_rates", "plan", "parse_bytes",
-           "RATES_PATH", "fit_power", "stream_triad", "measure_case"]
+           "RATES_PATH", "fit_power", "stream_triad", "measure_case", "compile_triad",
+           "run_triad_copies", "bandwidth_ceiling", "usable_cpus"]
 
 #: Linear-solver configurations compared by the benchmarks (options without the ``-mfc_``
 #: prefix). On one rank ``bjacobi`` is plain ILU on the whole matrix.
 SOLVERS: dict[str, str] = {
+    # no options: the package's choice for the mesh (solver.linear = "auto": MUMPS below
+    # 2e5 unknowns, fgmres_mg_levels from there on, see mfc_hpc.solver.choose_linear)
+    "default": "",
     # the package default: parallel sparse direct LU
     "mumps": "ksp_type preonly pc_type lu pc_factor_mat_solver_type mumps",
     # GMRES(100) + block Jacobi, ILU(2) per rank
@@ -57,6 +61,13 @@ SOLVERS: dict[str, str] = {
                  "pc_type mg pc_mg_levels 4 pc_mg_galerkin both "
                  "mg_levels_ksp_type gmres mg_levels_ksp_max_it 4 mg_levels_pc_type bjacobi "
                  "mg_levels_sub_pc_type ilu mg_coarse_pc_type lu mg_coarse_pc_factor_mat_solver_type mumps",
+    # the same with the ranks split along depth only (process grid 1 x P): the block-Jacobi
+    # smoother then cuts few couplings and the iteration count barely grows with the ranks
+    "fgmres_mg_levels": "ksp_type fgmres ksp_gmres_restart 100 ksp_rtol 1e-8 ksp_max_it 500 "
+                        "pc_type mg pc_mg_levels 4 pc_mg_galerkin both "
+                        "mg_levels_ksp_type gmres mg_levels_ksp_max_it 4 mg_levels_pc_type bjacobi "
+                        "mg_levels_sub_pc_type ilu mg_coarse_pc_type lu mg_coarse_pc_factor_mat_solver_type mumps "
+                        "da_processors_x 1",
     # GMRES + field split of densities and adjoints (one class: fields 0 and 1), ILU(2) in each
     "gmres_fieldsplit": "ksp_type gmres ksp_gmres_restart 100 ksp_rtol 1e-8 ksp_max_it 2000 "
                         "pc_type fieldsplit pc_fieldsplit_type multiplicative "
@@ -120,15 +131,37 @@ def stream_triad(n: int = 20_000_000, repeats: int = 5) -> dict:
 
 
 _TRIAD_C = r"""
+#define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
-static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
+/* triad N REPEATS: best of REPEATS sweeps a = b + s c, bytes/s (3 x 8 bytes per element).
+   triad N REPEATS START WINDOW: wait until START (seconds since the epoch, CLOCK_REALTIME),
+   sweep until START + WINDOW and print bytes moved / seconds swept: copies launched with the
+   same START and WINDOW run their sweeps over the same interval. */
+static double clk(clockid_t c) { struct timespec t; clock_gettime(c, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
+static double now(void) { return clk(CLOCK_MONOTONIC); }
 int main(int argc, char **argv) {
   long n = atol(argv[1]); int r = atoi(argv[2]);
   double *a = malloc(n * sizeof(double)), *b = malloc(n * sizeof(double)), *c = malloc(n * sizeof(double));
   for (long i = 0; i < n; i++) { a[i] = 0.0; b[i] = 1.0; c[i] = 2.0; }
   double best = 1e30, s = 3.0;
+  if (argc > 4) {
+    double start = atof(argv[3]), end = start + atof(argv[4]), w;
+    while ((w = clk(CLOCK_REALTIME)) < start) {
+      double dl = start - w; struct timespec ts;
+      ts.tv_sec = (time_t)dl; ts.tv_nsec = (long)((dl - (double)ts.tv_sec) * 1e9);
+      nanosleep(&ts, NULL);
+    }
+    long sweeps = 0; double t = now();
+    do {
+      for (long i = 0; i < n; i++) a[i] = b[i] + s * c[i];
+      s += a[sweeps % n] * 1e-30; sweeps++;
+    } while (clk(CLOCK_REALTIME) < end);
+    t = now() - t;
+    printf("%.6e\n", 3.0 * 8.0 * n * (double)sweeps / t);
+    return a[n / 2] < 0.0;
+  }
   for (int k = 0; k < r; k++) {
     double t = now();
     for (long i = 0; i < n; i++) a[i] = b[i] + s * c[i];
@@ -141,26 +174,123 @@ int main(int argc, char **argv) {
 """
 
 
-def _compiled_triad(n: int, repeats: int) -> float | None:
-    """The triad compiled with ``cc -O3`` into a temporary directory; ``None`` without a compiler."""
+def compile_triad(directory: str | Path) -> Path | None:
+    """The triad (:data:`_TRIAD_C`) compiled with ``cc -O3 -march=native`` into
+    ``directory``; ``None`` without a C compiler or when compiling fails."""
     import shutil
     import subprocess
-    import tempfile
 
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         return None
+    src, exe = Path(directory, "triad.c"), Path(directory, "triad")
+    src.write_text(_TRIAD_C)
+    try:
+        subprocess.run([cc, "-O3", "-march=native", "-o", str(exe), str(src)], check=True,
+                       capture_output=True, timeout=60)
+    except (subprocess.SubprocessError, OSError):
+        return None
+    return exe
+
+
+def run_triad_copies(exe: str | Path, copies: int, n: int, repeats: int = 5,
+                     window: float | None = None, timeout: float = 120) -> list[float] | None:
+    """Bandwidth (bytes/s) of each of ``copies`` concurrent processes of the compiled triad.
+
+    Without ``window`` every copy prints its best of ``repeats`` sweeps. With ``window``
+    (seconds) all copies start sweeping at one common wall-clock instant (after their
+    arrays are allocated and touched) and stop together ``window`` seconds later; each
+    prints the mean bandwidth over its sweeps, so that the copies overlap for the whole
+    measurement (a best-of would pick sweeps run while the other copies were idle).
+    ``None`` when a copy fails or prints no number.
+    """
+    import subprocess
+
+    args = [str(exe), str(int(n)), str(int(repeats))]
+    if window is not None:
+        start = time.time() + 0.2 + 0.02 * copies  # launch and first touch of every copy
+        args += [f"{start:.6f}", f"{float(window):.6f}"]
+        timeout = timeout + 0.2 + 0.02 * copies + float(window)
+    procs: list[subprocess.Popen] = []
+    try:
+        for _ in range(copies):
+            procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
+        outs = []
+        for p in procs:
+            out, _ = p.communicate(timeout=timeout)
+            if p.returncode != 0:
+                return None
+            outs.append(float(out.split()[0]))
+        return outs
+    except (subprocess.SubprocessError, OSError, ValueError, IndexError):
+        return None
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def _compiled_triad(n: int, repeats: int) -> float | None:
+    """The triad compiled with ``cc -O3`` into a temporary directory; ``None`` without a compiler."""
+    import tempfile
+
     with tempfile.TemporaryDirectory() as tmp:
-        src, exe = Path(tmp, "triad.c"), Path(tmp, "triad")
-        src.write_text(_TRIAD_C)
-        try:
-            subprocess.run([cc, "-O3", "-march=native", "-o", str(exe), str(src)], check=True,
-                           capture_output=True, timeout=60)
-            p = subprocess.run([str(exe), str(n), str(repeats)], check=True, capture_output=True,
-                               text=True, timeout=120)
-            return float(p.stdout.split()[0])
-        except (subprocess.SubprocessError, OSError, ValueError, IndexError):
+        exe = compile_triad(tmp)
+        if exe is None:
             return None
+        bw = run_triad_copies(exe, 1, n, repeats)
+        return None if bw is None else bw[0]
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover  (not Linux)
+        return os.cpu_count() or 1
+
+
+def bandwidth_ceiling(ranks: list[int], exe: str | Path | None = None, n: int = 4_000_000,
+                      window: float = 1.0, max_copies: int | None = None) -> dict | None:
+    """Memory-bandwidth ceiling of running ``P`` memory-bound processes on this node at once.
+
+    For every ``P`` in ``ranks`` (and ``P = 1``, the reference) ``P`` copies of the
+    compiled triad run concurrently (:func:`run_triad_copies` with a common ``window``);
+    ``aggregate(P)`` is the sum of their bandwidths and ``ceiling(P) = aggregate(P) /
+    aggregate(1)`` bounds the speed-up of a memory-bound solve on ``P`` ranks (``P`` when the
+    bandwidth scales, less when the copies share it). The copies are capped at
+    ``max_copies`` (default: the usable CPUs): more copies than cores time-share them and
+    ranks beyond one node are not seen from here. ``exe``: an already compiled triad
+    (:func:`compile_triad`; compiled into a temporary directory when ``None``).
+
+    Returns ``{"n", "window", "cpus", "loadavg", "date", "ranks": {"P": {"copies",
+    "per_copy", "aggregate", "ceiling"}}}`` (bytes/s; keys are strings, as in JSON), or
+    ``None`` without a C compiler or when a copy fails.
+    """
+    if exe is None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            exe = compile_triad(tmp)
+            if exe is None:
+                return None
+            return bandwidth_ceiling(ranks, exe, n, window, max_copies)
+    cap = max(1, max_copies or usable_cpus())
+    measured: dict[int, list[float]] = {}
+    out: dict = {"n": int(n), "window": float(window), "cpus": usable_cpus(), "loadavg": list(os.getloadavg()),
+                 "date": time.strftime("%Y-%m-%d %H:%M:%S"), "ranks": {}}
+    for P in sorted({1, *(int(p) for p in ranks)}):
+        c = min(P, cap)
+        if c not in measured:
+            bw = run_triad_copies(exe, c, n, window=window)
+            if bw is None:
+                return None
+            measured[c] = bw
+        agg = float(sum(measured[c]))
+        out["ranks"][str(P)] = {"copies": c, "per_copy": [float(b) for b in measured[c]], "aggregate": agg,
+                                "ceiling": agg / float(sum(measured[1]))}
+    return out
 
 
 # ----------------------------------------------------------------------------- the worker

@@ -37,7 +37,7 @@ def build_solver(cfg: Config, comm: PETSc.Comm | None = None, da: PETSc.DMDA | N
     s = cfg.solver
     return MeshSolver(discretisation(cfg), boundary_data(cfg), rtol=s.rtol, atol=s.atol, stol=s.stol,
                       max_it=s.max_it, positivity=s.positivity, proc_grid=s.process_grid,
-                      comm=comm, da=da, verbose=verbose)
+                      comm=comm, da=da, verbose=verbose, linear=s.linear)
 
 
 def solve_on(ms: MeshSolver, cfg: Config, *, try_direct: bool = True, resume: dict | None = None) -> dict:
@@ -137,39 +137,62 @@ _OPTIMISABLE = ("quadratic", "softmax")
 
 def optimisation_solve(ms: MeshSolver, cfg: Config, rec: dict) -> dict:
     """Newton at the full loss weight and target ``nu`` from the minimiser of the discrete
-    training problem (serial L-BFGS on rank 0, :func:`mfc_hpc.optimality.optimisation_guess`).
+    training problem (serial L-BFGS on rank 0, :func:`mfc_hpc.optimality.minimise`).
 
     Continuation follows one branch of KKT points; for several classes it may end at a
-    fold while the minimiser lies on another branch (METHOD.md 2: not convex). The
-    minimiser is computed for this mesh; ``rec`` gets the stage appended.
+    fold while the minimiser lies on another branch (METHOD.md 2: not convex). L-BFGS runs
+    in chunks of ``solver.optimisation_chunk`` iterations (at most
+    ``solver.optimisation_maxiter`` in all); after each chunk Newton is tried from the KKT
+    state of the current network (:func:`mfc_hpc.optimality.kkt_state`) and the search
+    stops as soon as Newton converges: Newton needs a far less converged minimiser than
+    L-BFGS would take to reach its own tolerance (iris, gamma 10, nu 0.01, 65 x 128: the
+    largest log-tilt gradient 3e-2 after 3000 iterations, Newton fails; 3e-4 after 8000,
+    Newton converges in 2). ``rec`` gets one stage appended per Newton attempt.
     """
-    from .optimality import optimisation_guess
+    from .optimality import kkt_state, minimise
 
-    t0 = time.perf_counter()
+    s = cfg.solver
     lcfg = cfg.replace(mesh={"nodes": ms.d.M, "layers": ms.d.N})
     comm = ms.mesh.comm.tompi4py()
-    info: dict = {}
-    Z = optimisation_guess(lcfg, maxiter=cfg.solver.optimisation_maxiter, info=info) if comm.rank == 0 else None
-    Z, info = comm.bcast((Z, info), root=0)
     ms.set_problem(d=dataclasses.replace(ms.d, nu=cfg.model.nu))
     ms.bd.scale = 1.0
-    ms.mesh.set_owned(ms.X, Z)
-    t_opt = time.perf_counter() - t0
-    r = ms.solve()
-    log.info("optimisation guess (%.1f s): Newton %s in %d iterations", t_opt,
-             "converged" if r.converged else f"failed ({r.reason})", r.iterations)
     rec = dict(rec)
-    rec["stages"] = list(rec.get("stages", [])) + [{
-        "param": "optimisation", "value": 1.0, "converged": r.converged, "iterations": r.iterations,
-        "reason": r.reason, "residuals": r.residuals, "wall": r.wall + t_opt,
-        "lbfgs": {k: v for k, v in info.items() if isinstance(v, (int, float, str, bool))}}]
-    rec["newton_iterations"] = rec.get("newton_iterations", 0) + r.iterations
-    rec["converged"] = r.converged
-    if r.converged:
+    rec["stages"] = list(rec.get("stages", []))
+    theta, done_its, t_opt, r = None, 0, 0.0, None
+    if comm.rank == 0:
+        d, bd = discretisation(lcfg), boundary_data(lcfg, 1.0)
+    while done_its < s.optimisation_maxiter:
+        t0 = time.perf_counter()
+        chunk = min(s.optimisation_chunk, s.optimisation_maxiter - done_its)
+        Z, info = None, {}
+        if comm.rank == 0:
+            o = minimise(d, bd, theta0=theta, gtol=1e-6, maxiter=chunk)
+            theta = o["theta"]
+            info = {k: v for k, v in o.items() if isinstance(v, (int, float, str, bool))}
+            Z = kkt_state(theta, d, bd)
+        Z, info = comm.bcast((Z, info), root=0)
+        done_its += max(int(info.get("iterations", chunk)), 1)
+        ms.mesh.set_owned(ms.X, Z)
+        dt_opt = time.perf_counter() - t0
+        t_opt += dt_opt
+        r = ms.solve()
+        log.info("optimisation guess after %d L-BFGS iterations (%.1f s, gradient %.2e): Newton %s in %d "
+                 "iterations", done_its, t_opt, info.get("gradient_max", float("nan")),
+                 "converged" if r.converged else f"failed ({r.reason})", r.iterations)
+        rec["stages"].append({
+            "param": "optimisation", "value": 1.0, "converged": r.converged, "iterations": r.iterations,
+            "reason": r.reason, "residuals": r.residuals, "wall": r.wall + dt_opt,
+            "lbfgs_iterations_total": done_its, "lbfgs": info})
+        rec["newton_iterations"] = rec.get("newton_iterations", 0) + r.iterations
+        if r.converged or info.get("success"):  # converged, or L-BFGS has nothing more to give
+            break
+    rec["converged"] = bool(r is not None and r.converged)
+    if rec["converged"]:
         rec.pop("failure", None)
     else:
         rec["failure"] = (rec.get("failure", "") + "; " if rec.get("failure") else "") + \
-            f"Newton from the optimisation guess failed ({r.reason})"
+            f"Newton from the optimisation guess failed ({r.reason if r else 'no attempt'}) " \
+            f"after {done_its} L-BFGS iterations"
     return rec
 
 
@@ -290,6 +313,7 @@ def solve_config(cfg: Config, comm: PETSc.Comm | None = None, out_dir: str | Pat
         "versions": versions(),
         "ranks": comm.getSize(),
         "process_grid": list(ms.mesh.proc_sizes),
+        "linear_solver": ms.linear,
         "mesh": {"nodes": ms.d.M, "layers": ms.d.N, "classes": ms.d.K, "unknowns": ms.X.getSize(),
                  "h": ms.d.h, "dt": ms.d.dt},
         "newton": history,
@@ -319,7 +343,67 @@ def solve_config(cfg: Config, comm: PETSc.Comm | None = None, out_dir: str | Pat
 
 
 def zero_network_cost(cfg: Config, comm: PETSc.Comm | None = None) -> dict:
-    """Cost ``J_h`` of the zero network (``E = 1``: no control, data only diffused)."""
+    """Cost ``J_h`` of the zero network (``E = 1``, log-tilts ``theta = 0``: data only
+    diffused), split as ``diagnostics(...)["cost"]``: ``kinetic`` (0 at ``E = 1``),
+    ``running``, ``terminal`` and their ``total`` (collective; the same dict on every rank).
+
+    For the fixed terminal losses (``quadratic``, ``softmax``: ``phi^N = -G``) and the
+    midpoint scheme it is the serial midpoint walk with zero tilts on rank 0
+    (:func:`_zero_network_cost_walk`, ``O(K M N)`` work), broadcast; for the other
+    terminal costs (``kl``, ``bridge``) and the ``euler`` scheme, the uncontrolled flow on
+    the distributed mesh (:func:`_zero_network_cost_mesh`).
+    """
+    comm = comm or PETSc.COMM_WORLD
+    if cfg.loss.kind not in _OPTIMISABLE or cfg.model.scheme != "midpoint":
+        return _zero_network_cost_mesh(cfg, comm)
+    mpi = comm.tompi4py()
+    res: dict | BaseException | None = None
+    if mpi.rank == 0:
+        try:
+            res = _zero_network_cost_walk(cfg)
+        except Exception as e:  # raised on every rank below, not only on rank 0
+            res = e
+    res = mpi.bcast(res, root=0)
+    if isinstance(res, BaseException):
+        raise res
+    return res
+
+
+def _zero_network_cost_walk(cfg: Config, block: int = 1 << 22) -> dict:
+    """``J_h`` of the zero network by the serial midpoint walk (one process).
+
+    ``rho^{n+1}`` from ``rho^n`` by :func:`mfc_hpc.optimality.forward_walk` with
+    ``theta_r = theta_l = 0`` and the parts by :func:`mfc_hpc.optimality.training_cost`,
+    in blocks of layers of at most ``block`` values of ``rho`` (memory ``O(K M)`` per
+    block, not ``O(K M N)``): the kinetic and running parts are sums over layers, the
+    terminal part is that of the last block's ``rho^N``.
+    """
+    import numpy as np
+
+    from .optimality import _check_fixed_terminal, forward_walk, training_cost
+
+    d, bd = discretisation(cfg), boundary_data(cfg)
+    _check_fixed_terminal(bd)
+    step = max(1, min(d.N, block // (d.K * d.M)))
+    zero = np.zeros((step, d.M - 1))
+    rho_n = bd.rho0
+    kinetic = running = terminal = 0.0
+    for n0 in range(0, d.N, step):
+        th = zero[: min(step, d.N - n0)]
+        rho = forward_walk(rho_n, th, th, d)
+        c = training_cost(rho, th, th, d, bd)
+        kinetic += c["kinetic"]
+        running += c["running"]
+        terminal = c["terminal"]
+        rho_n = rho[-1]
+    return {"kinetic": kinetic, "running": running, "terminal": terminal,
+            "total": kinetic + running + terminal}
+
+
+def _zero_network_cost_mesh(cfg: Config, comm: PETSc.Comm | None = None) -> dict:
+    """``J_h`` of the zero network on the distributed mesh (collective): the uncontrolled
+    flow (one linear solve of the whole system) with the adjoint set to zero, evaluated by
+    :func:`mfc_hpc.diagnostics.diagnostics`. Any terminal cost and scheme."""
     ms = build_solver(cfg, comm, verbose=False)
     ms.bd.scale = 0.0
     ms.uncontrolled_guess()  # density moved by the plain walk; phi irrelevant at E = 1

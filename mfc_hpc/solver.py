@@ -24,9 +24,58 @@ log = logging.getLogger(__name__.split(".")[-1])
 
 default_prefix = "mfc_"
 
+#: ``linear = "auto"`` uses multigrid from this many unknowns on (one class, a mesh that
+#: coarsens three times): measured in mfc_hpc/docs/performance.md, FGMRES + PCMG is 2.7x
+#: faster than MUMPS on one rank at 1e6 unknowns and 6x at 5.3e5, with 40 % less memory;
+#: below ~2e5 MUMPS is as fast and more robust
+MULTIGRID_FROM = 2.0e5
+
+#: the multigrid defaults (options below the solver's prefix; only a PCMG reads them, and
+#: any given on the command line wins): Galerkin coarse operators on the DMDA hierarchy,
+#: GMRES(4) + block-Jacobi ILU(0) smoothing, MUMPS on the coarsest level
+MULTIGRID_OPTIONS = {
+    "pc_mg_galerkin": "both",
+    "mg_levels_ksp_type": "gmres",
+    "mg_levels_ksp_max_it": "4",
+    "mg_levels_pc_type": "bjacobi",
+    "mg_levels_sub_pc_type": "ilu",
+    "mg_coarse_pc_type": "lu",
+}
+
+
+def multigrid_levels(M: int, N: int, most: int = 4) -> int:
+    """Levels of the DMDA hierarchy of an ``M x (N+1)`` mesh: halving ``M - 1`` and ``N``
+    while both stay even and the coarsest mesh keeps at least 5 nodes and 2 layers."""
+    L = 1
+    while L < most and (M - 1) % 2 ** L == 0 and N % 2 ** L == 0 \
+            and (M - 1) // 2 ** L >= 4 and N // 2 ** L >= 2:
+        L += 1
+    return L
+
+
+def choose_linear(d: Discretisation, linear: str = "auto") -> str:
+    """``"direct"`` (MUMPS LU) or ``"multigrid"`` for ``linear`` = ``auto|direct|multigrid``.
+
+    ``auto``: multigrid for one class, at least :data:`MULTIGRID_FROM` unknowns and a mesh
+    with 3 or more levels; direct otherwise.
+    """
+    if linear not in ("auto", "direct", "multigrid"):
+        raise ValueError(f"solver.linear: expected auto, direct or multigrid, got {linear!r}")
+    if linear != "auto":
+        return linear
+    unknowns = 2 * d.K * d.M * (d.N + 1)
+    if d.K == 1 and unknowns >= MULTIGRID_FROM and multigrid_levels(d.M, d.N) >= 3:
+        return "multigrid"
+    return "direct"
+
+
 #: PETSc log events: ``-log_view`` splits the time by phase
 EVENTS = {name: PETSc.Log.Event(f"mfc_{name}") for name in
           ("residual", "jacobian", "linear_solve", "io", "diagnostics")}
+
+
+class _Stalled(Exception):
+    """Raised from the Newton monitor when |F| stops falling (see ``MeshSolver.stall_window``)."""
 
 
 @dataclass
@@ -78,8 +127,19 @@ class MeshSolver:
                  atol: float = 1e-11, stol: float = 1e-14, max_it: int = 30,
                  positivity: float = 0.9, proc_grid: tuple[int, int] = (0, 0),
                  comm: PETSc.Comm | None = None, prefix: str = default_prefix,
-                 da: PETSc.DMDA | None = None, verbose: bool = True) -> None:
+                 da: PETSc.DMDA | None = None, verbose: bool = True, linear: str = "auto") -> None:
         self.d, self.bd = d, bd
+        opts = PETSc.Options(prefix)
+        #: the linear solver in use: "direct", "multigrid", or "options" (chosen on the
+        #: command line with -mfc_ksp_type / -mfc_pc_type)
+        self.linear = choose_linear(d, linear)
+        if opts.hasName("ksp_type") or opts.hasName("pc_type"):
+            self.linear = "options"
+        if self.linear == "multigrid" and da is None and tuple(proc_grid) == (0, 0):
+            # ranks split along depth: the block-Jacobi smoother then cuts only the
+            # couplings of one layer and the iteration count does not grow with the ranks
+            # (50 vs 50-55 linear iterations on 1 and 2 ranks at 1e6 unknowns)
+            proc_grid = (1, 0)
         self.mesh = DepthTimeMesh(d, comm, proc_grid, prefix, da=da)
         self.positivity = positivity
         self.rho_cut = 0.0
@@ -94,14 +154,11 @@ class MeshSolver:
         snes.setFunction(self._residual, self.F)
         snes.setJacobian(self._jacobian, self.J)
         snes.setType(PETSc.SNES.Type.NEWTONLS)
-        ksp = snes.getKSP()
-        ksp.setType(PETSc.KSP.Type.PREONLY)
-        pc = ksp.getPC()
-        pc.setType(PETSc.PC.Type.LU)
-        if PETSc.Sys.hasExternalPackage("mumps"):
-            pc.setFactorSolverType("mumps")
-        elif self.mesh.comm.getSize() > 1 and PETSc.Sys.hasExternalPackage("superlu_dist"):
-            pc.setFactorSolverType("superlu_dist")
+        self.snes = snes
+        if self.linear == "multigrid":
+            self._set_multigrid(opts)
+        else:
+            self._set_direct()
         snes.setLineSearchPreCheck(self._precheck)
         snes.setMonitor(self._monitor)
         snes.setFromOptions()
@@ -116,9 +173,53 @@ class MeshSolver:
         #: solve interrupted at iteration k (restart from a checkpoint)
         self.resume_newton: dict | None = None
         self._its0 = 0
+        #: stop a Newton solve whose |F| has not fallen below ``stall_factor`` times its
+        #: value ``stall_window`` steps earlier (0 disables)
+        self.stall_window, self.stall_factor = 6, 0.999
         self.timings = {k: 0.0 for k in ("residual", "jacobian", "linear_solve")}
         self.counts = {k: 0 for k in ("residual", "jacobian")}
         self._set_tolerances()
+
+    # ------------------------------------------------------------------ linear solvers
+    def _set_direct(self) -> None:
+        """KSP preonly + LU (MUMPS; SuperLU_dist on several ranks without MUMPS)."""
+        ksp = self.snes.getKSP()
+        ksp.setType(PETSc.KSP.Type.PREONLY)
+        pc = ksp.getPC()
+        pc.setType(PETSc.PC.Type.LU)
+        if PETSc.Sys.hasExternalPackage("mumps"):
+            pc.setFactorSolverType("mumps")
+        elif self.mesh.comm.getSize() > 1 and PETSc.Sys.hasExternalPackage("superlu_dist"):
+            pc.setFactorSolverType("superlu_dist")
+
+    def _set_multigrid(self, opts: PETSc.Options) -> None:
+        """FGMRES(100), rtol 1e-8, + geometric multigrid on the DMDA hierarchy
+        (:data:`MULTIGRID_OPTIONS`)."""
+        for k, v in MULTIGRID_OPTIONS.items():
+            if not opts.hasName(k):
+                opts.setValue(k, v)
+        if not opts.hasName("mg_coarse_pc_factor_mat_solver_type") and PETSc.Sys.hasExternalPackage("mumps"):
+            opts.setValue("mg_coarse_pc_factor_mat_solver_type", "mumps")
+        ksp = self.snes.getKSP()
+        ksp.setType(PETSc.KSP.Type.FGMRES)
+        ksp.setGMRESRestart(100)
+        ksp.setTolerances(rtol=1e-8, max_it=500)
+        pc = ksp.getPC()
+        pc.setType(PETSc.PC.Type.MG)
+        pc.setMGLevels(multigrid_levels(self.d.M, self.d.N))
+
+    def fall_back_to_direct(self, why: str) -> bool:
+        """Switch a multigrid solver to MUMPS LU after a failed linear solve; ``False`` if
+        the solver is not the automatic multigrid (nothing to fall back to)."""
+        if self.linear != "multigrid":
+            return False
+        log.warning("multigrid linear solve failed (%s): switching to the direct solver", why)
+        ksp = self.snes.getKSP()
+        ksp.reset()
+        self._set_direct()
+        ksp.setTolerances(rtol=1e-5, max_it=10000)  # PETSc's defaults (unused by preonly)
+        self.linear = "direct"
+        return True
 
     # ------------------------------------------------------------------ callbacks
     def _residual(self, snes, X: PETSc.Vec, F: PETSc.Vec) -> None:
@@ -180,6 +281,14 @@ class MeshSolver:
                      snes.getLinearSolveIterations(), time.perf_counter() - self._t0)
         for hook in self.monitor_hooks:  # may raise (checkpoint and exit): propagates out of solve()
             hook(self, its + self._its0, float(fnorm))
+        w = self.stall_window
+        if w and len(self._history) > w and \
+                not fnorm < self.stall_factor * self._history[-1 - w]:
+            # damped steps that no longer reduce |F| (e.g. cut to nothing by the positivity
+            # pre-check far from the solution): stop now instead of spending max_it
+            # factorisations; the caller then continues in a parameter instead
+            raise _Stalled(f"stalled: |F| {fnorm:.3e} not below {self.stall_factor:g} x its value "
+                           f"{w} Newton steps earlier")
 
     # ------------------------------------------------------------------ set-up
     def _set_tolerances(self) -> None:
@@ -221,6 +330,9 @@ class MeshSolver:
         ksp = self.snes.getKSP()
         ksp.setOperators(self.J, self.J)
         ksp.solve(b, x)
+        if ksp.getConvergedReason() < 0 and self.fall_back_to_direct(f"KSP reason {ksp.getConvergedReason()}"):
+            ksp.setOperators(self.J, self.J)
+            ksp.solve(b, x)
         EVENTS["linear_solve"].end()
         self.timings["linear_solve"] += time.perf_counter() - t
         if ksp.getConvergedReason() < 0:
@@ -255,8 +367,14 @@ class MeshSolver:
                                     max_it=max(1, max_it - self._its0))
         self._t0 = time.perf_counter()
         lin0 = self.snes.getLinearSolveIterations()
+        X0 = self.X.copy() if self.linear == "multigrid" and not resume else None
         try:
             self.snes.solve(None, self.X)
+        except _Stalled as e:
+            log.info("Newton %s", e)
+            return SolveResult(False, "stalled", len(self._history) - 1 + self._its0,
+                               self.snes.getLinearSolveIterations() - lin0, list(self._history),
+                               time.perf_counter() - self._t0)
         except PETSc.Error as e:  # e.g. a failed factorisation: report, do not crash
             log.warning("Newton raised PETSc error %s", getattr(e, "ierr", e))
             return SolveResult(False, "petsc_error", self.snes.getIterationNumber() + self._its0, 0,
@@ -264,7 +382,18 @@ class MeshSolver:
         finally:
             if saved is not None:
                 self.snes.setTolerances(*saved)
+            if X0 is not None and self.snes.getConvergedReason() != \
+                    PETSc.SNES.ConvergedReason.DIVERGED_LINEAR_SOLVE:
+                X0.destroy()
+                X0 = None
         r = self.snes.getConvergedReason()
+        if X0 is not None:  # a failed multigrid solve: the same Newton solve again with LU
+            fell_back = self.fall_back_to_direct("Newton stopped: diverged_linear_solve")
+            if fell_back:
+                X0.copy(self.X)
+            X0.destroy()
+            if fell_back:
+                return self.solve()
         reason = _REASONS.get(r, str(r)).lower()
         ok = r > 0
         if ok and self._history:

@@ -62,11 +62,22 @@ def test_bench_solver_quick(tmp_path):
     assert ans["bytes"] <= 0.8 * parse_bytes("4G")
 
 
+@pytest.fixture(scope="module")
+def scaling_quick(tmp_path_factory):
+    """A quick strong and weak scaling study on 1 and 2 ranks (its output directory)."""
+    out = tmp_path_factory.mktemp("scaling")
+    p = _run([SCRIPTS / "scaling_study.py", "run", "--quick", "--ranks", "1,2", "--out", out])
+    (out / "stdout.txt").write_text(p.stdout)
+    return out
+
+
 @pytest.mark.mpi
-def test_scaling_study_quick(tmp_path):
-    _run([SCRIPTS / "scaling_study.py", "run", "--quick", "--ranks", "1,2", "--out", tmp_path])
+def test_scaling_study_quick(scaling_quick):
+    tmp_path = scaling_quick
     for kind in ("strong", "weak"):
         doc = json.loads((tmp_path / f"{kind}.json").read_text())
+        failed = [c for c in doc["cases"] if "error" in c]
+        assert not failed, [(c["ranks"], c["error"], c.get("output_tail")) for c in failed]
         rows = doc["table"]
         assert [r["ranks"] for r in rows] == [1, 2]
         for r in rows:
@@ -81,6 +92,39 @@ def test_scaling_study_quick(tmp_path):
             assert rows[1]["layers"] == 2 * rows[0]["layers"]
     _run([SCRIPTS / "scaling_study.py", "plot", "--out", tmp_path])
     assert (tmp_path / "scaling.png").stat().st_size > 10_000
+
+
+@pytest.mark.mpi
+def test_scaling_study_records_bandwidth_ceiling(scaling_quick):
+    """Before and after the launches, P triads at once: per-copy and aggregate bandwidths
+    (positive, bytes/s) and ``ceiling = aggregate(P) / aggregate(1)``, 1 at P = 1; the
+    table's ``bw_ceil`` is the mean of the two probes."""
+    if compile_triad_available() is False:
+        pytest.skip("no C compiler: the study records bandwidth = null")
+    for kind in ("strong", "weak"):
+        doc = json.loads((scaling_quick / f"{kind}.json").read_text())
+        bw = doc["bandwidth"]
+        assert bw is not None, doc.get("bandwidth_note")
+        for probe in ("before", "after"):
+            ranks = bw[probe]["ranks"]
+            assert set(ranks) == {"1", "2"}
+            for P, rec in ranks.items():
+                assert len(rec["per_copy"]) == rec["copies"] == int(P)
+                assert all(b > 1e8 for b in rec["per_copy"])
+                assert rec["aggregate"] == pytest.approx(sum(rec["per_copy"]))
+                assert rec["ceiling"] > 0
+            assert ranks["1"]["ceiling"] == 1.0
+            assert ranks["2"]["ceiling"] == pytest.approx(ranks["2"]["aggregate"] / ranks["1"]["aggregate"])
+        for row in doc["table"]:
+            cb = [bw[p]["ranks"][str(row["ranks"])]["ceiling"] for p in ("before", "after")]
+            assert row["bw_ceil"] == pytest.approx(0.5 * sum(cb))
+    out = (scaling_quick / "stdout.txt").read_text()
+    assert "bw_ceil" in out and "memory-bandwidth ceiling" in out and "(before/after)" in out
+
+
+def compile_triad_available() -> bool:
+    import shutil
+    return bool(shutil.which("cc") or shutil.which("gcc"))
 
 
 def test_packaged_rates_and_plan_fit_and_monotone():

@@ -265,3 +265,28 @@ def test_predict_fails_clearly(trained, tmp_path, case, match):
     assert len(err) == 1 and err[0].startswith("mfc-hpc: error:") and "Traceback" not in p.stderr, p.stderr
     import re
     assert re.search(match, err[0]), err[0]
+
+
+def test_iris_strong_loss_little_noise_converges():
+    """Issue 4's hard corner on the shipped data: gamma = 10, nu = 0.01
+    (mfc_hpc/examples/iris_hard.toml, 65 x 128, three classes). Continuation folds there;
+    the driver's optimisation route (chunked L-BFGS, Newton after each chunk) must end in a
+    converged KKT point with positive densities, a cost below the zero network's and an
+    invertible network (dt * max compression < 1). About 2-4 minutes on one rank."""
+    from mfc_hpc.config import load_config
+    from mfc_hpc.run import solve_config
+
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "mfc_hpc" / "examples" / "iris_hard.toml")
+    assert (cfg.model.nu, cfg.loss.gamma) == (0.01, 10.0)
+    ms, s = solve_config(cfg)
+    ms.destroy()
+    assert s["converged"], s["failure"]
+    st = s["newton"][-1]["stages"]
+    assert st[-1]["param"] == "optimisation" and st[-1]["converged"]
+    assert st[-1]["residuals"][-1] < 1e-9
+    dg = s["diagnostics"]
+    assert dg["min_density"] > 0.0
+    assert dg["cost"]["total"] < 0.7 * s["zero_network_cost"]["total"]
+    assert dg["dt_max_compression"] < 1.0 and dg["dt_max_outflow_rate"] <= 2.0

@@ -1,12 +1,17 @@
 """The discrete training problem (METHOD.md 4): exact gradient by the adjoint of the
 midpoint walk, the KKT state of a network, and the minimiser as a Newton seed."""
+import json
+
 import numpy as np
 import pytest
 
+from conftest import REPO, run_cli
+from mfc_hpc.config import load_config
 from mfc_hpc.optimality import (cost_and_gradient, forward_walk, kkt_state, minimise,
                                 optimisation_guess, serial_newton, symmetric_partner,
                                 tilts_from_solution, training_cost)
 from mfc_hpc.problem import boundary_data, discretisation
+from mfc_hpc.run import _zero_network_cost_mesh, _zero_network_cost_walk, zero_network_cost
 from mfc_hpc.scheme import BoundaryData, Discretisation, RunningCost, node_weights, serial_residual
 from test_solver import two_class_config
 
@@ -112,3 +117,49 @@ def test_optimisation_guess_from_config_and_mirror_symmetry():
     th = np.stack(tilts_from_solution(r["Z"], d))
     assert cost_and_gradient(symmetric_partner(th, d), d, bd)[0] == \
         pytest.approx(cost_and_gradient(th, d, bd)[0], rel=1e-12)
+
+
+def _same_cost(new: dict, old: dict, rtol: float = 1e-10) -> None:
+    assert set(new) == set(old) == {"kinetic", "running", "terminal", "total"}
+    for k in old:
+        assert new[k] == pytest.approx(old[k], rel=rtol, abs=rtol * abs(old["total"])), k
+    assert new["total"] == new["kinetic"] + new["running"] + new["terminal"]
+
+
+@pytest.mark.parametrize("case", ["two_class", "closed_form"])
+def test_zero_network_cost_by_the_walk_equals_the_mesh_path(case):
+    """``J_h`` of the zero network (theta = 0) by the serial midpoint walk equals the
+    uncontrolled flow on the mesh evaluated by ``diagnostics`` (one rank): two classes
+    with congestion and ``eta > 0``; one class, quadratic loss, ``eta = 0``."""
+    if case == "two_class":
+        cfg = two_class()
+    else:
+        cfg = load_config(REPO / "mfc_hpc" / "examples" / "closed_form.toml").replace(
+            mesh={"nodes": 65, "layers": 16})
+    old = _zero_network_cost_mesh(cfg)
+    new = zero_network_cost(cfg)
+    _same_cost(new, old)
+    assert old["kinetic"] == 0.0 and old["terminal"] != 0.0
+    if case == "two_class":
+        assert old["running"] > 0.0  # the congestion cost is compared too
+    # layer blocks of the walk (3 layers at a time here) give the same sums
+    _same_cost(_zero_network_cost_walk(cfg, block=3 * cfg.K * cfg.mesh.nodes), old, rtol=1e-13)
+
+
+# two classes with congestion, as two_class() above (TOML inline tables)
+TWO_CLASS_CONGESTION = (
+    'mesh = {x_min = -4.0, x_max = 4.0, nodes = 33, layers = 8}\n'
+    'model = {nu = 0.1, eta = 0.1, running = "congestion", kappa = 0.5}\n'
+    'classes = [{prior = 0.5, mean = -0.5, var = 0.09}, {prior = 0.5, mean = 0.5, var = 0.09}]\n'
+    'loss = {kind = "softmax", weights = [-1.0, 1.0], gamma = 2.0}\n')
+
+
+@pytest.mark.mpi
+def test_zero_network_cost_in_summary_on_two_ranks(tmp_path):
+    """``mfc-hpc solve`` on 2 ranks writes the same zero-network cost as the mesh path."""
+    cfg = tmp_path / "two_class.toml"
+    cfg.write_text(TWO_CLASS_CONGESTION)
+    run_cli(2, ["solve", cfg, "--out", tmp_path / "out", "--no-checkpoint"])
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["converged"] and s["ranks"] == 2
+    _same_cost(s["zero_network_cost"], _zero_network_cost_mesh(load_config(cfg)))
