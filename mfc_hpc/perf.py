@@ -568,7 +568,11 @@ def plan(memory: float, ranks: int, classes: int = 1, solver: str | None = None,
     """The largest mesh ``M x (N+1)`` with ``M - 1 = aspect N`` whose modelled memory is at
     most ``safety * memory``, and its modelled time."""
     rates = rates or load_rates()
-    solver = solver or rates.get("default_solver", "mumps")
+    if solver is None:
+        # what solver.linear = "auto" runs on meshes this large: multigrid split along depth
+        # for one class (when its rates were measured), the rates file's default otherwise
+        solver = "fgmres_mg_levels" if classes == 1 and "fgmres_mg_levels" in rates.get("solvers", {}) \
+            else rates.get("default_solver", "mumps")
     budget = safety * memory
 
     def fits(N: int) -> bool:

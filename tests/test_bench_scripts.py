@@ -175,5 +175,9 @@ def test_helpers():
         assert all(o.startswith("-mfc_") for o in opts[::2])
     with pytest.raises(ValueError):
         solver_options("nope")
+    # without --solver the planner models what solver.linear = "auto" runs at that size
+    rates = load_rates()
+    assert plan(parse_bytes("256G"), 128, rates=rates)["solver"] == "fgmres_mg_levels"
+    assert plan(parse_bytes("256G"), 128, classes=3, rates=rates)["solver"] == rates["default_solver"]
     bw = stream_triad(n=200_000, repeats=2)
     assert bw["numpy_naive"] > 1e8 and bw["numpy_inplace"] > 1e8
