@@ -181,3 +181,15 @@ def test_helpers():
     assert plan(parse_bytes("256G"), 128, classes=3, rates=rates)["solver"] == rates["default_solver"]
     bw = stream_triad(n=200_000, repeats=2)
     assert bw["numpy_naive"] > 1e8 and bw["numpy_inplace"] > 1e8
+
+
+def test_continuation_path_script_reports_every_leg(tmp_path):
+    """scripts/continuation_path.py (the fold table of deep_learning.md) on a tiny iris mesh:
+    every leg is reached and recorded with its diagnostics."""
+    out = tmp_path / "path.json"
+    _run([SCRIPTS / "continuation_path.py", REPO / "mfc_hpc" / "examples" / "iris.toml", "--nodes", "33",
+          "--layers", "8", "--nu-start", "0.1", "--loss-first", "0.5", "--out", out])
+    d = json.loads(out.read_text())
+    assert d["reached"] == pytest.approx({"loss 0->0.5": 0.5, "nu 0.1->0.05": 0.05, "loss 0.5->1": 1.0})
+    assert d["stages"][-1]["converged"] and d["stages"][-1]["min_density"] > 0
+    assert all(s["dt_max_outflow"] > 0 for s in d["stages"])
