@@ -26,17 +26,23 @@ import sys
 import time
 from pathlib import Path
 
+from .linear import MULTIGRID_KSP, MULTIGRID_OPTIONS, options_string
+
 __all__ = ["SOLVERS", "solver_options", "case_mesh", "load_rates", "plan", "parse_bytes",
            "RATES_PATH", "fit_power", "stream_triad", "measure_case", "compile_triad",
            "run_triad_copies", "bandwidth_ceiling", "usable_cpus"]
+
+#: the multigrid configuration of :mod:`mfc_hpc.linear` (4 levels, MUMPS coarse solve)
+_MG = options_string({**MULTIGRID_KSP, "pc_mg_levels": "4", **MULTIGRID_OPTIONS,
+                      "mg_coarse_pc_factor_mat_solver_type": "mumps"})
 
 #: Linear-solver configurations compared by the benchmarks (options without the ``-mfc_``
 #: prefix). On one rank ``bjacobi`` is plain ILU on the whole matrix.
 SOLVERS: dict[str, str] = {
     # no options: the package's choice for the mesh (solver.linear = "auto": MUMPS below
-    # 2e5 unknowns, fgmres_mg_levels from there on, see mfc_hpc.solver.choose_linear)
+    # 2e5 unknowns, fgmres_mg_levels from there on, see mfc_hpc.linear.choose_linear)
     "default": "",
-    # the package default: parallel sparse direct LU
+    # parallel sparse direct LU (the default below 2e5 unknowns and for several classes)
     "mumps": "ksp_type preonly pc_type lu pc_factor_mat_solver_type mumps",
     # GMRES(100) + block Jacobi, ILU(2) per rank
     "gmres_bjacobi_ilu2": "ksp_type gmres ksp_gmres_restart 100 ksp_rtol 1e-8 ksp_max_it 2000 "
@@ -56,18 +62,13 @@ SOLVERS: dict[str, str] = {
     "gmres_asm_lu": "ksp_type gmres ksp_gmres_restart 100 ksp_rtol 1e-8 ksp_max_it 2000 "
                     "pc_type asm pc_asm_overlap 2 sub_pc_type lu",
     # FGMRES + geometric multigrid on the DMDA hierarchy, Galerkin coarse operators,
-    # GMRES/ILU(0) smoothing, MUMPS on the coarsest level
-    "fgmres_mg": "ksp_type fgmres ksp_gmres_restart 100 ksp_rtol 1e-8 ksp_max_it 500 "
-                 "pc_type mg pc_mg_levels 4 pc_mg_galerkin both "
-                 "mg_levels_ksp_type gmres mg_levels_ksp_max_it 4 mg_levels_pc_type bjacobi "
-                 "mg_levels_sub_pc_type ilu mg_coarse_pc_type lu mg_coarse_pc_factor_mat_solver_type mumps",
+    # GMRES/ILU(0) smoothing, MUMPS on the coarsest level (mfc_hpc.linear: the solver's
+    # multigrid defaults), PETSc's process grid
+    "fgmres_mg": _MG,
     # the same with the ranks split along depth only (process grid 1 x P): the block-Jacobi
-    # smoother then cuts few couplings and the iteration count barely grows with the ranks
-    "fgmres_mg_levels": "ksp_type fgmres ksp_gmres_restart 100 ksp_rtol 1e-8 ksp_max_it 500 "
-                        "pc_type mg pc_mg_levels 4 pc_mg_galerkin both "
-                        "mg_levels_ksp_type gmres mg_levels_ksp_max_it 4 mg_levels_pc_type bjacobi "
-                        "mg_levels_sub_pc_type ilu mg_coarse_pc_type lu mg_coarse_pc_factor_mat_solver_type mumps "
-                        "da_processors_x 1",
+    # smoother then cuts few couplings and the iteration count barely grows with the ranks;
+    # what solver.linear = "auto" runs from 2e5 unknowns on
+    "fgmres_mg_levels": _MG + " da_processors_x 1",
     # GMRES + field split of densities and adjoints (one class: fields 0 and 1), ILU(2) in each
     "gmres_fieldsplit": "ksp_type gmres ksp_gmres_restart 100 ksp_rtol 1e-8 ksp_max_it 2000 "
                         "pc_type fieldsplit pc_fieldsplit_type multiplicative "

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from petsc4py import PETSc
 
+from .linear import MULTIGRID_KSP, MULTIGRID_OPTIONS, choose_linear, multigrid_levels
 from .mesh import DepthTimeMesh
 from .scheme import BoundaryData, Discretisation, slab_jacobian, slab_residual
 
@@ -23,51 +24,6 @@ __all__ = ["MeshSolver", "SolveResult", "EVENTS", "default_prefix"]
 log = logging.getLogger(__name__.split(".")[-1])
 
 default_prefix = "mfc_"
-
-#: ``linear = "auto"`` uses multigrid from this many unknowns on (one class, a mesh that
-#: coarsens three times): measured in mfc_hpc/docs/performance.md, FGMRES + PCMG is 2.7x
-#: faster than MUMPS on one rank at 1e6 unknowns and 6x at 5.3e5, with 40 % less memory;
-#: below ~2e5 MUMPS is as fast and more robust
-MULTIGRID_FROM = 2.0e5
-
-#: the multigrid defaults (options below the solver's prefix; only a PCMG reads them, and
-#: any given on the command line wins): Galerkin coarse operators on the DMDA hierarchy,
-#: GMRES(4) + block-Jacobi ILU(0) smoothing, MUMPS on the coarsest level
-MULTIGRID_OPTIONS = {
-    "pc_mg_galerkin": "both",
-    "mg_levels_ksp_type": "gmres",
-    "mg_levels_ksp_max_it": "4",
-    "mg_levels_pc_type": "bjacobi",
-    "mg_levels_sub_pc_type": "ilu",
-    "mg_coarse_pc_type": "lu",
-}
-
-
-def multigrid_levels(M: int, N: int, most: int = 4) -> int:
-    """Levels of the DMDA hierarchy of an ``M x (N+1)`` mesh: halving ``M - 1`` and ``N``
-    while both stay even and the coarsest mesh keeps at least 5 nodes and 2 layers."""
-    L = 1
-    while L < most and (M - 1) % 2 ** L == 0 and N % 2 ** L == 0 \
-            and (M - 1) // 2 ** L >= 4 and N // 2 ** L >= 2:
-        L += 1
-    return L
-
-
-def choose_linear(d: Discretisation, linear: str = "auto") -> str:
-    """``"direct"`` (MUMPS LU) or ``"multigrid"`` for ``linear`` = ``auto|direct|multigrid``.
-
-    ``auto``: multigrid for one class, at least :data:`MULTIGRID_FROM` unknowns and a mesh
-    with 3 or more levels; direct otherwise.
-    """
-    if linear not in ("auto", "direct", "multigrid"):
-        raise ValueError(f"solver.linear: expected auto, direct or multigrid, got {linear!r}")
-    if linear != "auto":
-        return linear
-    unknowns = 2 * d.K * d.M * (d.N + 1)
-    if d.K == 1 and unknowns >= MULTIGRID_FROM and multigrid_levels(d.M, d.N) >= 3:
-        return "multigrid"
-    return "direct"
-
 
 #: PETSc log events: ``-log_view`` splits the time by phase
 EVENTS = {name: PETSc.Log.Event(f"mfc_{name}") for name in
@@ -194,18 +150,19 @@ class MeshSolver:
 
     def _set_multigrid(self, opts: PETSc.Options) -> None:
         """FGMRES(100), rtol 1e-8, + geometric multigrid on the DMDA hierarchy
-        (:data:`MULTIGRID_OPTIONS`)."""
+        (:data:`mfc_hpc.linear.MULTIGRID_KSP`, :data:`mfc_hpc.linear.MULTIGRID_OPTIONS`)."""
         for k, v in MULTIGRID_OPTIONS.items():
             if not opts.hasName(k):
                 opts.setValue(k, v)
         if not opts.hasName("mg_coarse_pc_factor_mat_solver_type") and PETSc.Sys.hasExternalPackage("mumps"):
             opts.setValue("mg_coarse_pc_factor_mat_solver_type", "mumps")
+        k = MULTIGRID_KSP
         ksp = self.snes.getKSP()
-        ksp.setType(PETSc.KSP.Type.FGMRES)
-        ksp.setGMRESRestart(100)
-        ksp.setTolerances(rtol=1e-8, max_it=500)
+        ksp.setType(k["ksp_type"])
+        ksp.setGMRESRestart(int(k["ksp_gmres_restart"]))
+        ksp.setTolerances(rtol=float(k["ksp_rtol"]), max_it=int(k["ksp_max_it"]))
         pc = ksp.getPC()
-        pc.setType(PETSc.PC.Type.MG)
+        pc.setType(k["pc_type"])
         pc.setMGLevels(multigrid_levels(self.d.M, self.d.N))
 
     def fall_back_to_direct(self, why: str) -> bool:
@@ -217,7 +174,6 @@ class MeshSolver:
         ksp = self.snes.getKSP()
         ksp.reset()
         self._set_direct()
-        ksp.setTolerances(rtol=1e-5, max_it=10000)  # PETSc's defaults (unused by preonly)
         self.linear = "direct"
         return True
 
@@ -382,17 +338,14 @@ class MeshSolver:
         finally:
             if saved is not None:
                 self.snes.setTolerances(*saved)
-            if X0 is not None and self.snes.getConvergedReason() != \
-                    PETSc.SNES.ConvergedReason.DIVERGED_LINEAR_SOLVE:
-                X0.destroy()
-                X0 = None
         r = self.snes.getConvergedReason()
         if X0 is not None:  # a failed multigrid solve: the same Newton solve again with LU
-            fell_back = self.fall_back_to_direct("Newton stopped: diverged_linear_solve")
-            if fell_back:
+            retry = r == PETSc.SNES.ConvergedReason.DIVERGED_LINEAR_SOLVE and \
+                self.fall_back_to_direct("Newton stopped: diverged_linear_solve")
+            if retry:
                 X0.copy(self.X)
             X0.destroy()
-            if fell_back:
+            if retry:
                 return self.solve()
         reason = _REASONS.get(r, str(r)).lower()
         ok = r > 0

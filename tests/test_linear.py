@@ -8,7 +8,7 @@ import pytest
 from mfc_hpc.config import ConfigError, config_from_dict
 from mfc_hpc.problem import discretisation
 from mfc_hpc.run import build_solver, solve_config
-from mfc_hpc.solver import MULTIGRID_FROM, choose_linear, multigrid_levels
+from mfc_hpc.linear import MULTIGRID_FROM, choose_linear, multigrid_levels
 
 from test_solver import closed_form_config, two_class_config
 
