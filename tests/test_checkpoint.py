@@ -18,9 +18,10 @@ import pytest
 from mpi4py import MPI
 
 from conftest import PYTHON, REPO, mpi_env, run_cli
-from mfc_hpc.checkpoint import (CheckpointError, Checkpointer, checksum_block, find_checkpoints, probe,
-                                verify)
 from mfc_hpc.config import ConfigError, config_from_dict
+from mfc_hpc.fileio.checkpoint import CheckpointError, find_checkpoints, newest_good, probe, verify
+from mfc_hpc.fileio.checksum import checksum_block
+from mfc_hpc.fileio.restart import Checkpointer
 
 # two classes, continuation in the loss weight and in nu (8 stages, 24 Newton steps)
 TWO_CLASS = """
@@ -173,9 +174,11 @@ def test_sigterm_checkpoints_and_exits_75_then_requeued_run_finishes(ref, tmp_pa
 # ---------------------------------------------------------------------------- refusals
 
 def _copy(ref, tmp_path: Path, name: str) -> Path:
+    """A copy of the newest checkpoint and of its digest sidecar."""
     src = find_checkpoints(ref[1] / "checkpoints")[0][1]
     dst = tmp_path / name
     shutil.copy(src, dst)
+    shutil.copy(f"{src}.sum", f"{dst}.sum")
     return dst
 
 
@@ -185,7 +188,11 @@ def test_refuses_damaged_foreign_and_future_files(ref, tmp_path):
 
     trunc = tmp_path / "trunc.h5"
     trunc.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    shutil.copy(f"{good}.sum", f"{trunc}.sum")
     with pytest.raises(CheckpointError, match="truncated"):
+        verify(trunc, MPI.COMM_SELF)
+    Path(f"{trunc}.sum").unlink()  # without its digest: HDF5 itself (in a child process) finds it
+    with pytest.raises(CheckpointError, match="truncated|damaged"):
         verify(trunc, MPI.COMM_SELF)
 
     flip = _copy(ref, tmp_path, "flip.h5")
@@ -196,8 +203,12 @@ def test_refuses_damaged_foreign_and_future_files(ref, tmp_path):
         b = fh.read(1)
         fh.seek(off)
         fh.write(bytes([b[0] ^ 0x10]))  # one bit
+    with pytest.raises(CheckpointError, match="corrupted file"):  # the digest, before HDF5 opens it
+        verify(flip, MPI.COMM_SELF)
+    Path(f"{flip}.sum").unlink()  # without the digest: the dataset's own checksum
     with pytest.raises(CheckpointError, match="checksum mismatch in dataset 'phi'"):
         verify(flip, MPI.COMM_SELF)
+    shutil.copy(f"{good}.sum", f"{flip}.sum")
 
     text = tmp_path / "notes.h5"
     text.write_text("not a checkpoint\n")
@@ -213,13 +224,15 @@ def test_refuses_damaged_foreign_and_future_files(ref, tmp_path):
 
     future = _copy(ref, tmp_path, "future.h5")
     with h5py.File(future, "r+") as f:
-        f.attrs["format_version"] = 2
-    with pytest.raises(CheckpointError, match="format version 2 is newer"):
+        f.attrs["format_version"] = 3
+    Path(f"{future}.sum").unlink(missing_ok=True)  # edited on purpose: no digest
+    with pytest.raises(CheckpointError, match="format version 3 is newer"):
         verify(future, MPI.COMM_SELF)
 
     meta = _copy(ref, tmp_path, "meta.h5")
     with h5py.File(meta, "r+") as f:
-        f.attrs["resume"] = f.attrs["resume"].replace('"phase": "done"', '"phase": "loss"')
+        f.attrs["resume"] = np.bytes_(f.attrs["resume"].replace(b'"phase": "done"', b'"phase": "loss"'))
+    Path(f"{meta}.sum").unlink(missing_ok=True)
     with pytest.raises(CheckpointError, match="metadata CRC-32 mismatch"):
         verify(meta, MPI.COMM_SELF)
 
@@ -228,21 +241,23 @@ def test_refuses_damaged_foreign_and_future_files(ref, tmp_path):
         return subprocess.run([PYTHON, "-m", "mfc_hpc", "inspect", str(path)], capture_output=True, text=True,
                               env=mpi_env(), cwd=REPO, timeout=120)
 
-    for bad, why in ((trunc, "truncated"), (flip, "checksum mismatch"), (text, "foreign"), (future, "newer")):
+    for bad, why in ((trunc, "truncated|damaged"), (flip, "corrupted"), (text, "foreign"), (future, "newer")):
         r = inspect(bad)
         assert r.returncode == 2, r.stderr
-        assert why in r.stderr and "Traceback" not in r.stderr + r.stdout
+        import re
+        assert re.search(why, r.stderr) and "Traceback" not in r.stderr + r.stdout
         assert len(r.stderr.strip().splitlines()) == 1
     r = inspect(good)
     assert r.returncode == 0, r.stderr
-    for word in ("mesh       33 nodes", "classes    2", "phase done", "versions   mfc_hpc", "rho ok", "phi ok"):
+    for word in ("state      d = 1", "mesh       33 nodes on [-4, 4], 8 layers", "classes    2", "phase done",
+                 "versions   mfc_hpc", "rho ok", "phi ok"):
         assert word in r.stdout
     # --restart auto skips a damaged newest checkpoint and takes the next good one
     d = tmp_path / "auto" / "checkpoints"
     d.mkdir(parents=True)
-    shutil.copy(good, d / "ckpt_000001.h5")
-    shutil.copy(flip, d / "ckpt_000002.h5")
-    from mfc_hpc.checkpoint import newest_good
+    for src, name in ((good, "ckpt_000001.h5"), (flip, "ckpt_000002.h5")):
+        shutil.copy(src, d / name)
+        shutil.copy(f"{src}.sum", d / f"{name}.sum")
     assert newest_good(d, MPI.COMM_SELF)[0] == d / "ckpt_000001.h5"
 
 
@@ -253,7 +268,7 @@ def test_refuses_other_mesh_and_other_problem(ref, tmp_path):
     finer.write_text(TWO_CLASS.replace("nodes = 33", "nodes = 65"))
     r = run_cli(2, ["solve", finer, "--out", tmp_path / "a", "--restart", ck], check=False)
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "other mesh: 33x8" in r.stderr and "--restart-interpolate" in r.stderr
+    assert "other mesh: 33 x 8 (nodes x layers)" in r.stderr and "--restart-interpolate" in r.stderr
     other = tmp_path / "other.toml"
     other.write_text(TWO_CLASS.replace("gamma = 5.0", "gamma = 2.0"))
     r = run_cli(1, ["solve", other, "--out", tmp_path / "b", "--restart", ck], check=False)
@@ -283,7 +298,7 @@ def test_checksum_is_decomposition_independent_and_catches_bit_flips():
 def test_checkpoint_config_section():
     base = {"classes": [{"mean": 0.0, "var": 0.25}]}
     cfg = config_from_dict({**base, "checkpoint": {"every_newton": 3, "keep": 4, "every_minutes": 30}})
-    c = cfg.extra["checkpoint"]
+    c = cfg.checkpoint
     assert (c.every_newton, c.keep, c.every_minutes, c.at_stage_end) == (3, 4, 30.0, True)
     for bad, msg in (({"keep": 0}, "checkpoint.keep: must be an integer >= 1"),
                      ({"every_newton": -1}, "checkpoint.every_newton"),
@@ -306,21 +321,20 @@ def test_coarse_checkpoint_seeds_a_fine_run(tmp_path):
     from the uncontrolled flow, converges to the fine answer."""
     from petsc4py import PETSc
 
-    from mfc_hpc.run import solve_config
+    from cases import solve_case
 
     coarse, fine = config_from_dict(closed_form(17, 4)), config_from_dict(closed_form(33, 8))
-    ck = Checkpointer(coarse, PETSc.COMM_WORLD, tmp_path / "c")
-    ms, _ = solve_config(coarse, checkpoint=ck)
+    ck = Checkpointer(PETSc.COMM_WORLD, tmp_path / "c")
+    ms, _, _ = solve_case(coarse, observers=[ck])
     ck.restore_signals()
     ms.destroy()
     path = find_checkpoints(tmp_path / "c")[0][1]
-    with pytest.raises(CheckpointError, match="other mesh: 17x4"):
-        solve_config(fine, checkpoint=Checkpointer(fine, PETSc.COMM_WORLD, tmp_path / "f", restart=path))
-    ck = Checkpointer(fine, PETSc.COMM_WORLD, tmp_path / "f", restart=path, interpolate=True)
-    ms, seeded = solve_config(fine, checkpoint=ck)
+    with pytest.raises(CheckpointError, match="other mesh: 17 x 4"):
+        solve_case(fine, observers=[Checkpointer(PETSc.COMM_WORLD, tmp_path / "f", restart=path)])
+    ck = Checkpointer(PETSc.COMM_WORLD, tmp_path / "f", restart=path, interpolate=True)
+    ms, seeded, Z = solve_case(fine, observers=[ck])
     ck.restore_signals()
-    ms2, plain = solve_config(fine)
-    Z, Z2 = ms.state(), ms2.state()
+    ms2, plain, Z2 = solve_case(fine)
     assert np.abs(Z - Z2).max() <= RTOL * np.abs(Z2).max()
     assert seeded["checkpoint"]["restarted_from"] == str(path)
     first = [h["stages"][0] for h in (seeded["newton"][-1], plain["newton"][-1])]

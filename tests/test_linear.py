@@ -5,12 +5,15 @@ import json
 import numpy as np
 import pytest
 
-from mfc_hpc.config import ConfigError, config_from_dict
-from mfc_hpc.problem import discretisation
-from mfc_hpc.run import build_solver, solve_config
-from mfc_hpc.linear import MULTIGRID_FROM, choose_linear, multigrid_levels
+from cases import closed_form_config, solve_case, two_class_config
+from mfc_hpc.config import ConfigError
+from mfc_hpc.drivers.run import build_solver
+from mfc_hpc.parallel.linear import MULTIGRID_FROM, choose_linear, multigrid_levels
+from mfc_hpc.problem.build import build_problem
 
-from test_solver import closed_form_config, two_class_config
+
+def discretisation(cfg):
+    return build_problem(cfg).d
 
 
 def test_multigrid_levels_of_a_mesh():
@@ -20,6 +23,7 @@ def test_multigrid_levels_of_a_mesh():
     assert multigrid_levels(47, 14) == 2
     assert multigrid_levels(9, 8) == 2  # the coarsest mesh keeps >= 5 nodes
     assert multigrid_levels(129, 32, most=2) == 2
+    assert multigrid_levels((129, 65), 32) == 4 and multigrid_levels((129, 17), 32) == 3
 
 
 def test_auto_choice_by_size_classes_and_mesh():
@@ -29,9 +33,9 @@ def test_auto_choice_by_size_classes_and_mesh():
 
     assert choice(129, 32) == "direct"  # 8.5e3 unknowns
     big = (705, 176)  # 2.5e5 unknowns >= MULTIGRID_FROM
-    assert 2 * big[0] * (big[1] + 1) >= MULTIGRID_FROM
+    assert 2 * big[0] * (big[1] + 1) >= MULTIGRID_FROM[1]
     assert choice(*big) == "multigrid"
-    assert choice(*big, K=2) == "direct"  # multigrid is measured for one class only
+    assert choice(*big, K=2) == "direct"  # in 1-D multigrid is measured for one class only
     assert choice(707, 176) == "direct"  # 706 = 2 x 353: the mesh does not coarsen 3 times
     assert choice(129, 32, linear="multigrid") == "multigrid"
     assert choice(*big, linear="direct") == "direct"
@@ -43,13 +47,11 @@ def test_auto_choice_by_size_classes_and_mesh():
 
 def test_multigrid_solution_equals_direct_solution():
     cfg_mg = closed_form_config(129, 32, linear="multigrid")
-    ms, s = solve_config(cfg_mg)
+    ms, s, Z_mg = solve_case(cfg_mg)
     assert s["converged"] and s["linear_solver"] == "multigrid"
-    Z_mg = ms.state()
     ms.destroy()
-    ms, s = solve_config(closed_form_config(129, 32, linear="direct"))
+    ms, s, Z_lu = solve_case(closed_form_config(129, 32, linear="direct"))
     assert s["converged"] and s["linear_solver"] == "direct"
-    Z_lu = ms.state()
     ms.destroy()
     assert np.abs(Z_mg - Z_lu).max() <= 1e-8 * np.abs(Z_lu).max()
 
@@ -77,7 +79,7 @@ def test_newton_that_stops_reducing_the_residual_is_cut_short():
     """Direct Newton from the uncontrolled flow on a hard case (two classes, gamma 5,
     nu 0.02) makes no progress; the stall guard ends it long before max_it."""
     cfg = two_class_config(M=65, N=16, gamma=5.0, nu=0.02, continuation="never", max_it=30)
-    ms = build_solver(cfg, verbose=False)
+    ms = build_solver(build_problem(cfg), verbose=False)
     ms.uncontrolled_guess()
     r = ms.solve()
     ms.destroy()
@@ -86,5 +88,5 @@ def test_newton_that_stops_reducing_the_residual_is_cut_short():
     assert r.reason == "stalled", r.reason
     assert r.iterations < 30
     h = r.residuals
-    w = 6
+    w = ms.settings.stall_window
     assert h[-1] >= 0.999 * h[-1 - w]

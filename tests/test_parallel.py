@@ -71,15 +71,17 @@ import sys, numpy as np
 import petsc4py; petsc4py.init([])
 from petsc4py import PETSc
 sys.path.insert(0, "tests")
-from test_solver import two_class_config
-from mfc_hpc.run import build_solver
-from mfc_hpc.scheme import serial_jacobian
-cfg = two_class_config(M=11, N=5, gamma=1.5, kappa=0.4)
-cfg = cfg.replace(solver={"process_grid": (int(sys.argv[1]), int(sys.argv[2]))})
-ms = build_solver(cfg, verbose=False)
+from cases import two_class_config
+from mfc_hpc.drivers.run import build_solver
+from mfc_hpc.jobs.solve import shared_problem
+from mfc_hpc.numerics.depth import serial_jacobian
+grid = tuple(int(a) for a in sys.argv[1:])
+cfg = two_class_config(M=11 if len(grid) == 2 else [7, 6], N=5, gamma=1.5, kappa=0.4)
+cfg = cfg.replace(solver={"process_grid": grid})
+ms = build_solver(shared_problem(cfg), verbose=False)
 ms.uncontrolled_guess(); ms.solve()
 ms.assemble_jacobian(ms.X, ms.J)
-Z = ms.state()
+Z = ms.mesh.gather(ms.X, root=None)
 ref = serial_jacobian(Z, ms.d, ms.bd).toarray()
 # PETSc ordering -> natural ordering of the unknowns
 nat = ms.mesh.natural_owned_indices()
@@ -98,11 +100,14 @@ assert err < 1e-13, err
 """
 
 
-@pytest.mark.parametrize("n,px,py", [(2, 2, 1), (2, 1, 2), (3, 3, 1)])
-def test_parallel_assembly_equals_serial_jacobian(tmp_path, n, px, py):
+@pytest.mark.parametrize("n,grid", [(2, (2, 1)), (2, (1, 2)), (3, (3, 1)), (2, (2, 1, 1)), (3, (1, 1, 3)),
+                                    (3, (1, 3, 1))])
+def test_parallel_assembly_equals_serial_jacobian(tmp_path, n, grid):
+    """The Jacobian assembled on 2 and 3 ranks (1-D and 2-D states, process grids that
+    split each axis) equals the serial reference."""
     script = tmp_path / "jac.py"
     script.write_text(SCRIPT)
-    p = run_mpi(n, [script, px, py])
+    p = run_mpi(n, [script, *grid])
     assert "JACOBIAN_ERR" in p.stdout
 
 

@@ -1,0 +1,295 @@
+"""One HDF5 writer and reader for every file of the package, with one fallback policy.
+
+*Policy* (:func:`policy`): with an MPI build of h5py and several ranks every rank writes
+and reads its own hyperslab through the ``mpio`` driver (collective I/O); without one, the
+ranks' blocks are gathered to rank 0, which alone opens the file (never several ranks
+writing one file with mode ``"w"``); on one rank plainly. Files use the HDF5 1.10 format
+(``libver = "v110"``: checksummed superblock and object headers) and store text
+attributes as fixed-length strings, so nothing lives in the unchecksummed global heap.
+
+*Atomic*: a file is written under a temporary name in its directory, flushed, fsynced and
+renamed; any failure on any rank (disk full, permissions, an I/O error) is agreed on by
+all ranks, the temporary is removed and :class:`~mfc_hpc.errors.OutputError` names the
+file, so the previous file of that name is never replaced by a partial one.
+
+*Digest* (:func:`file_digest`): the ``mix64-sum-v1`` checksum of the file's bytes as 64-bit
+words, computed collectively (each rank reads its share of the byte range). Checkpoints
+carry it in a sidecar ``NAME.sum`` and are verified against it *before* HDF5 parses them:
+a flipped bit in HDF5 metadata can make HDF5 1.10 hang, and a file that fails the digest
+is never opened. Files without a sidecar are probed in a child process with a time limit
+(:func:`probe_in_child`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+os.environ.setdefault("H5PY_ALWAYS_USE_MPI", "1")  # Debian's h5py: pick the MPI build
+import h5py  # noqa: E402
+
+from ..errors import BadInput, OutputError  # noqa: E402
+from .checksum import MASK, _mix64, hex64  # noqa: E402
+from .summary import fsync_path  # noqa: E402
+
+__all__ = ["policy", "write_file", "agree", "open_read", "read_block", "file_digest", "write_sidecar",
+           "read_sidecar", "verify_digest", "probe_in_child", "text_attr", "LIBVER", "HDF5_SIGNATURE",
+           "PROBE_TIMEOUT"]
+
+LIBVER = ("v110", "v110") if h5py.version.hdf5_version_tuple >= (1, 10, 0) else ("latest", "latest")
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+#: seconds a child process may take to open a file that has no digest sidecar
+PROBE_TIMEOUT = float(os.environ.get("MFC_HDF5_PROBE_TIMEOUT", "20"))
+SIDECAR = "mfc_hpc.digest"
+
+
+def policy(comm) -> str:
+    """``"mpio"``, ``"gather"`` or ``"serial"`` (module docstring). ``MFC_HDF5_POLICY=gather``
+    forces the gather policy (what a build of h5py without MPI gets; for tests)."""
+    if comm.size == 1:
+        return "serial"
+    if os.environ.get("MFC_HDF5_POLICY") == "gather":
+        return "gather"
+    return "mpio" if h5py.get_config().mpi else "gather"
+
+
+def agree(comm, err: str | None) -> str | None:
+    """The first error message of any rank, on every rank (``None`` if none failed)."""
+    errs = [e for e in comm.allgather(err) if e]
+    return errs[0] if errs else None
+
+
+def _msg(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror + (f" ({e.errno})" if e.errno else "")
+    t = str(e).strip().splitlines()
+    return t[0] if t else type(e).__name__
+
+
+def text_attr(v: Any) -> np.bytes_:
+    """A text attribute as a fixed-length string (no global heap)."""
+    return np.bytes_(str(v).encode())
+
+
+def write_file(path: str | Path, comm, attrs: dict, small: dict[str, tuple[np.ndarray, dict]],
+               blocks: dict[str, tuple[tuple[int, ...], tuple, np.ndarray, dict]],
+               before_close: Callable[[], None] | None = None, digest: bool = False) -> Path:
+    """Write an HDF5 file atomically (collective).
+
+    ``attrs``: root attributes (identical on every rank; strings and JSON text become
+    fixed-length strings); ``small``: ``name -> (array, attributes)`` written whole by one
+    writer (identical on every rank); ``blocks``: ``name -> (global shape, selection,
+    this rank's block, attributes)`` of the distributed datasets. ``before_close`` runs
+    with the file complete but open (tests use it to widen the write window). With
+    ``digest`` the sidecar ``NAME.sum`` is written before the rename. Raises
+    :class:`~mfc_hpc.errors.OutputError` on any rank's failure, on every rank.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pol = policy(comm)
+    err = None
+    try:
+        if pol == "gather":
+            gathered = comm.gather({k: (sel, b) for k, (shape, sel, b, _) in blocks.items()}, root=0)
+        if pol == "mpio" or comm.rank == 0:
+            kw = {"driver": "mpio", "comm": comm} if pol == "mpio" else {}
+            with h5py.File(tmp, "w", libver=LIBVER, **kw) as f:
+                for k, v in attrs.items():
+                    f.attrs[k] = text_attr(v) if isinstance(v, str) else v
+                for k, (v, a) in small.items():
+                    ds = f.create_dataset(k, data=v)
+                    for ak, av in a.items():
+                        ds.attrs[ak] = text_attr(av) if isinstance(av, str) else av
+                for k, (shape, sel, b, a) in blocks.items():
+                    ds = f.create_dataset(k, shape, dtype="f8")
+                    for ak, av in a.items():
+                        ds.attrs[ak] = text_attr(av) if isinstance(av, str) else av
+                    if pol == "mpio":
+                        with ds.collective:
+                            ds[sel] = b
+                    elif pol == "gather":
+                        for part in gathered:
+                            s2, b2 = part[k]
+                            ds[s2] = b2
+                    else:
+                        ds[sel] = b
+                f.flush()
+                if before_close is not None:
+                    before_close()
+    except Exception as e:  # noqa: BLE001 - any failure ends in one agreed error
+        err = f"cannot write {path}: {_msg(e)}"
+    err = agree(comm, err)
+    if err is None and digest:
+        try:
+            size, dg = file_digest(tmp, comm)
+            if comm.rank == 0:
+                write_sidecar(path, size, dg)
+        except Exception as e:  # noqa: BLE001
+            err = f"cannot write the digest of {path}: {_msg(e)}"
+        err = agree(comm, err)
+    if err is None and comm.rank == 0:
+        try:
+            fsync_path(tmp)
+            os.replace(tmp, path)
+            fsync_path(path.parent)
+        except OSError as e:
+            err = f"cannot write {path}: {_msg(e)}"
+    err = agree(comm, err)
+    if err is not None:
+        if comm.rank == 0:
+            for p in (tmp, Path(f"{path}.sum.tmp")):
+                try:
+                    p.unlink(missing_ok=True)
+                except OSError:
+                    pass
+        comm.Barrier()
+        raise OutputError(err)
+    return path
+
+
+# ---------------------------------------------------------------------------- digests
+
+def _word_sum(path: Path, start: int, stop: int, size: int) -> int:
+    """The ``mix64-sum`` term of the 64-bit words ``start .. stop-1`` of the file (the last
+    word zero-padded)."""
+    total = 0
+    chunk = 1 << 21  # words
+    with open(path, "rb") as f:
+        f.seek(8 * start)
+        w = start
+        while w < stop:
+            n = min(chunk, stop - w)
+            raw = f.read(8 * n)
+            if len(raw) % 8:
+                raw += b"\0" * (8 - len(raw) % 8)
+            a = np.frombuffer(raw, dtype="<u8")
+            with np.errstate(over="ignore"):
+                total = (total + int((a * _mix64(np.arange(w, w + a.size, dtype=np.uint64))).sum(dtype=np.uint64))) & MASK
+            w += a.size
+            if a.size < n:
+                break
+    return total
+
+
+def file_digest(path: str | Path, comm=None) -> tuple[int, str]:
+    """``(size, digest)`` of a file's bytes; collective over ``comm`` when given (each rank
+    hashes its share), else serial."""
+    path = Path(path)
+    size = path.stat().st_size
+    words = (size + 7) // 8
+    if comm is None or comm.size == 1:
+        return size, hex64(_word_sum(path, 0, words, size))
+    a, b = comm.rank * words // comm.size, (comm.rank + 1) * words // comm.size
+    part = _word_sum(path, a, b, size)
+    return size, hex64(sum(comm.allgather(part)))
+
+
+def write_sidecar(path: Path, size: int, digest: str) -> Path:
+    """``NAME.sum``: the digest of ``NAME`` (JSON), written atomically."""
+    side = Path(f"{path}.sum")
+    tmp = Path(f"{path}.sum.tmp")
+    with open(tmp, "w") as f:
+        json.dump({"format": SIDECAR, "version": 1, "algorithm": "mix64-sum-v1 of 64-bit little-endian words",
+                   "file": path.name, "size": size, "digest": digest}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, side)
+    return side
+
+
+def read_sidecar(path: str | Path) -> dict | None:
+    """The sidecar of ``path`` (``None`` if there is none); a damaged one raises BadInput."""
+    side = Path(f"{path}.sum")
+    if not side.is_file():
+        return None
+    try:
+        if side.stat().st_size > 4096:
+            raise ValueError("too large")
+        s = json.loads(side.read_text())
+        if s.get("format") != SIDECAR or not isinstance(s.get("size"), int) or not isinstance(s.get("digest"), str):
+            raise ValueError("not a digest sidecar")
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise BadInput(f"{path}: its digest sidecar {side.name} is damaged ({_msg(e)})") from None
+    return s
+
+
+def verify_digest(path: str | Path, comm=None) -> bool:
+    """Check ``path`` against its sidecar before anything parses it: ``True`` if it
+    matches, ``False`` if there is no sidecar; raises BadInput on a mismatch."""
+    path = Path(path)
+    s = read_sidecar(path)
+    if s is None:
+        return False
+    size = path.stat().st_size
+    if size != s["size"]:
+        raise BadInput(f"{path}: truncated or extended file ({size} bytes, the digest sidecar says {s['size']})")
+    _, dg = file_digest(path, comm)
+    if dg != s["digest"]:
+        raise BadInput(f"{path}: corrupted file (digest {dg}, the sidecar says {s['digest']})")
+    return True
+
+
+_CHILD = r"""
+import os, sys
+os.environ.setdefault("H5PY_ALWAYS_USE_MPI", "1")
+import h5py
+try:
+    with h5py.File(sys.argv[1], "r", driver=None) as f:
+        names = []
+        f.visit(names.append)
+        for k in list(f.attrs.keys()):
+            f.attrs[k]
+        for n in names:
+            o = f[n]
+            for k in list(o.attrs.keys()):
+                o.attrs[k]
+            if isinstance(o, h5py.Dataset):
+                o.shape, o.dtype
+    print("OK")
+except Exception as e:
+    print("ERR", type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+"""
+
+
+def probe_in_child(path: str | Path, timeout: float | None = None) -> None:
+    """Open ``path`` in a child process that reads every object's metadata, and give up
+    after ``timeout`` seconds: a file that hangs HDF5 is refused instead of hanging this
+    process (BadInput on a hang or a read error)."""
+    timeout = PROBE_TIMEOUT if timeout is None else timeout
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "PMI_", "PRTE_"))}
+    t0 = time.monotonic()
+    try:
+        p = subprocess.run([sys.executable, "-c", _CHILD, str(path)], capture_output=True, text=True,
+                           timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        raise BadInput(f"{path}: damaged HDF5 file (HDF5 did not finish reading its metadata within "
+                       f"{timeout:g} s)") from None
+    out = (p.stdout or "").strip().splitlines()
+    if not out or out[-1] != "OK":
+        why = out[-1][4:] if out and out[-1].startswith("ERR ") else f"child exited {p.returncode}"
+        raise BadInput(f"{path}: damaged HDF5 file ({why})")
+    del t0
+
+
+# ---------------------------------------------------------------------------- reading
+
+def open_read(path: str | Path, comm) -> h5py.File:
+    """Open for reading by the policy (``mpio`` on several ranks with an MPI h5py)."""
+    if policy(comm) == "mpio":
+        return h5py.File(path, "r", driver="mpio", comm=comm)
+    return h5py.File(path, "r")
+
+
+def read_block(f: h5py.File, name: str, sel: tuple) -> np.ndarray:
+    """``f[name][sel]`` (a hyperslab; collective I/O under the MPI driver)."""
+    d = f[name]
+    if f.driver == "mpio":
+        with d.collective:
+            return d[sel]
+    return d[sel]

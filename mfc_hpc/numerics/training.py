@@ -1,0 +1,422 @@
+"""The discrete training problem whose optimality (KKT) system the scheme is (METHOD.md 4, 8).
+
+``N`` midpoint layers; the weights of layer ``n`` are the log-tilts
+``theta_ij = log E_ij^{n+1/2}`` of the jumps between neighbouring nodes; the density of
+every class is moved by the midpoint walk with those rates,
+
+    w_i (rho^{n+1}_{c,i} - rho^n_{c,i}) = dt sum_k sum_{j=i+-e_k} (nu/h_k) a^(k)_i
+                                          (rho^{n+1/2}_{c,j} E_ji - rho^{n+1/2}_{c,i} E_ij),
+
+that is ``(W - dt/2 A_n) rho^{n+1} = (W + dt/2 A_n) rho^n`` with the jump generator ``A_n``
+(the same for every class), and the cost is
+
+    J_h = sum_n dt sum_k sum_{i,j} 2 nu (nu/h_k) a^(k)_i R_i^{n+1/2} c(E_ij) + sum_n dt sum_i w_i F(rho^{n+1/2})
+          + sum_c sum_i w_i G_c(x_i) rho^N_{c,i},        c(s) = s log s - s + 1.
+
+Exact gradient by the discrete adjoint. With ``B_n^{+-} = W +- dt/2 A_n`` the layer
+constraints are ``B_n^- rho^{n+1} - B_n^+ rho^n = 0``; with multipliers ``mu^n`` and
+``q^n_i = dt 2 nu sum_k sum_j (nu/h_k) a^(k)_i c(E_ij) + dt w_i F'(rho_i^{n+1/2})`` the
+stationarity conditions in ``rho^N, .., rho^1`` are the backward sweep
+
+    w phi^N = -w s G,     (B_n^-)^T mu^n = w phi^{n+1} - q^n/2,
+    w phi^n = (B_n^+)^T mu^n - q^n/2,                          n = N-1, ..., 0,
+
+which defines ``phi^n`` for any network; ``mu^n = (phi^n + phi^{n+1})/2`` exactly, and
+
+    dJ_h/dtheta_e^n = dt (nu/h_k) a^(k)_s e^theta [2 nu R_s theta - sum_c rho_{c,s} (mu_{c,t} - mu_{c,s})]
+
+(edge ``e: s -> t`` along axis ``k``, densities at ``n+1/2``) vanishes exactly when every
+tilt is the scheme's ``E = exp(A(phi^{n+1/2})/(2 nu R))``: then ``(rho, phi)`` solves the
+scheme and conversely, so ``phi`` of the scheme is the adjoint state of the walk.
+
+Each layer's linear systems are banded (``d = 1``) or sparse LU (``d >= 2``); layers are
+sequential by nature, each vectorised over nodes. Serial numpy/scipy: it checks a solution
+and is the reference of the distributed minimiser (:mod:`mfc_hpc.drivers.optimisation`).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .depth import layers, split
+from .grid import BoxGeometry
+from .model import Discretisation
+from .terminal import BoundaryData
+from .walk import all_edges, along
+
+__all__ = ["TiltLayout", "LayerGenerator", "tilts_from_solution", "forward_walk", "training_cost",
+           "cost_and_gradient", "sweep", "kkt_state", "minimise", "symmetric_partner", "relent"]
+
+
+def relent(th: np.ndarray) -> np.ndarray:
+    """``c(e^th) = e^th th - e^th + 1`` without cancellation."""
+    return np.exp(th) * th - np.expm1(th)
+
+
+class TiltLayout:
+    """The log-tilts of all layers as one vector: for each axis ``k`` the right and left
+    jumps of its edges, ``[2, N, *edges_k]``, concatenated over axes (for ``d = 1`` simply
+    ``[2, N, M-1]``, the shape :meth:`natural` gives)."""
+
+    def __init__(self, d: Discretisation) -> None:
+        self.d = d
+        nodes = d.grid.nodes
+        self.edge_shapes = [tuple(m - 1 if l == k else m for l, m in enumerate(nodes)) for k in range(d.ndim)]
+        self.sizes = [2 * d.N * int(np.prod(e)) for e in self.edge_shapes]
+        self.size = int(sum(self.sizes))
+
+    @property
+    def natural(self) -> tuple[int, ...]:
+        d = self.d
+        return (2, d.N, d.grid.nodes[0] - 1) if d.ndim == 1 else (self.size,)
+
+    def split(self, theta: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``[(theta_r, theta_l) per axis]``, each ``[N, *edges_k]``."""
+        flat = np.asarray(theta, dtype=float).reshape(-1)
+        if flat.size != self.size:
+            raise ValueError(f"theta: expected {self.size} log-tilts, got {flat.size}")
+        out, o = [], 0
+        for e, n in zip(self.edge_shapes, self.sizes):
+            part = flat[o:o + n].reshape((2, self.d.N) + e)
+            out.append((part[0], part[1]))
+            o += n
+        return out
+
+    def join(self, parts: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        flat = np.concatenate([np.stack([r, l]).ravel() for r, l in parts])
+        return flat.reshape(self.natural)
+
+    def zeros(self) -> np.ndarray:
+        return np.zeros(self.natural)
+
+
+class LayerGenerator:
+    """The jump generator ``A`` of one layer with tilts ``E`` (per axis ``(E_r, E_l)``):
+    ``(A rho)_i = sum_k sum_{j=i+-e_k} (nu/h_k) a^(k) (rho_j E_ji - rho_i E_ij)``, its
+    transpose and the solves with ``W - c A``. Arrays ``[c, *i]`` (any leading axes)."""
+
+    def __init__(self, E: list[tuple[np.ndarray, np.ndarray]], geom: BoxGeometry, d: Discretisation) -> None:
+        self.E, self.geom, self.d = E, geom, d
+        self.coef = [(d.nu / geom.h[k]) * geom.face[k] for k in range(d.ndim)]
+        nd = d.ndim
+        out = np.zeros(geom.count)
+        for k, (Er, El) in enumerate(E):
+            part = np.zeros(geom.count)
+            part[along(nd, k, slice(None, -1), 0)] += Er
+            part[along(nd, k, slice(1, None), 0)] += El
+            out += self.coef[k] * part
+        self.out = out  # sum of the rates leaving each node (times its face factors)
+
+    def apply(self, rho: np.ndarray) -> np.ndarray:
+        nd, lead = self.d.ndim, rho.ndim - self.d.ndim
+        Ar = -self.out * rho
+        for k, (Er, El) in enumerate(self.E):
+            lo, hi = along(nd, k, slice(None, -1), lead), along(nd, k, slice(1, None), lead)
+            Ar[hi] += self.coef[k] * Er * rho[lo]
+            Ar[lo] += self.coef[k] * El * rho[hi]
+        return Ar
+
+    def apply_T(self, mu: np.ndarray) -> np.ndarray:
+        """``A^T mu``: ``sum_j (nu/h_k) a^(k) E_ij (mu_j - mu_i)``."""
+        nd, lead = self.d.ndim, mu.ndim - self.d.ndim
+        out = np.zeros_like(mu)
+        for k, (Er, El) in enumerate(self.E):
+            lo, hi = along(nd, k, slice(None, -1), lead), along(nd, k, slice(1, None), lead)
+            dmu = mu[hi] - mu[lo]
+            out[lo] += self.coef[k] * Er * dmu
+            out[hi] -= self.coef[k] * El * dmu
+        return out
+
+    def _sparse(self, c: float):
+        """``W - c A`` as a scipy CSC matrix over the flat nodes."""
+        import scipy.sparse as sp
+
+        shape = self.geom.count
+        n = int(np.prod(shape))
+        idx = np.arange(n).reshape(shape)
+        nd = self.d.ndim
+        rows, cols, vals = [idx.ravel()], [idx.ravel()], [(self.geom.w + c * self.out).ravel()]
+        for k, (Er, El) in enumerate(self.E):
+            lo, hi = along(nd, k, slice(None, -1), 0), along(nd, k, slice(1, None), 0)
+            ck = np.broadcast_to(self.coef[k], shape)
+            s, t = idx[lo].ravel(), idx[hi].ravel()
+            rows += [t, s]  # inflow at t from s (rate E_r), at s from t (rate E_l)
+            cols += [s, t]
+            vals += [(-c * ck[lo] * Er).ravel(), (-c * ck[hi] * El).ravel()]
+        return sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+
+    def solver(self, c: float):
+        """A solve ``x = (W - c A)^{-1} b`` (``transpose=True``: with the transpose) for
+        ``b[..., *i]``: banded when ``d = 1``, sparse LU otherwise."""
+        shape = self.geom.count
+        if self.d.ndim == 1:
+            from scipy.linalg import solve_banded
+
+            Er, El = self.E[0]
+            k = self.coef[0]
+            ab = np.zeros((3, shape[0]))
+            ab[1] = self.geom.w + c * self.out
+            ab[0, 1:] = -c * k * El  # row i, column i+1: inflow E_{i+1,i}
+            ab[2, :-1] = -c * k * Er  # row i, column i-1: inflow E_{i-1,i}
+            abT = np.zeros_like(ab)
+            abT[1] = ab[1]
+            abT[0, 1:] = ab[2, :-1]
+            abT[2, :-1] = ab[0, 1:]
+
+            def solve(b, transpose=False):
+                b = np.asarray(b)
+                x = solve_banded((1, 1), abT if transpose else ab, b.reshape(-1, shape[0]).T).T
+                return x.reshape(b.shape)
+            return solve
+        from scipy.sparse.linalg import splu
+
+        lu = splu(self._sparse(c))
+
+        def solve(b, transpose=False):
+            b = np.asarray(b)
+            x = lu.solve(b.reshape((-1,) + (int(np.prod(shape)),)).T, trans="T" if transpose else "N").T
+            return x.reshape(b.shape)
+        return solve
+
+
+def _whole(d: Discretisation) -> BoxGeometry:
+    return BoxGeometry(d.grid, (0,) * d.ndim, d.grid.nodes)
+
+
+def tilts_from_solution(Z: np.ndarray, d: Discretisation) -> np.ndarray:
+    """Log-tilts of a solution ``Z[n, *i, a]``: ``P/(2 nu)`` of every edge at the midpoints
+    ``z^{n+1/2}``, in the layout of :class:`TiltLayout` (``[2, N, M-1]`` for ``d = 1``)."""
+    rho, phi = split(layers(Z, 0.5), d.K)
+    _, _, edges = all_edges(rho, phi, d)
+    two_nu = 2.0 * d.nu
+    return TiltLayout(d).join([(e.Pr / two_nu, e.Pl / two_nu) for e in edges])
+
+
+def _generators(parts, n: int, geom, d) -> LayerGenerator:
+    return LayerGenerator([(np.exp(tr[n]), np.exp(tl[n])) for tr, tl in parts], geom, d)
+
+
+def forward_walk(rho0: np.ndarray, theta: np.ndarray, d: Discretisation) -> np.ndarray:
+    """Densities ``rho[n, c, *i]`` moved by the midpoint walk with the log-tilts ``theta``."""
+    parts = TiltLayout(d).split(theta)
+    geom = _whole(d)
+    rho = np.empty((d.N + 1,) + np.shape(rho0))
+    rho[0] = rho0
+    for n in range(d.N):  # layers are sequential by nature; each is vectorised over nodes
+        A = _generators(parts, n, geom, d)
+        r = rho[n]
+        rho[n + 1] = A.solver(0.5 * d.dt)(geom.w * r + 0.5 * d.dt * A.apply(r))
+    return rho
+
+
+def _layer_costs(rho: np.ndarray, parts, d: Discretisation, geom: BoxGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """Per layer: the kinetic and running cost rates (without ``dt``)."""
+    nd = d.ndim
+    mid = 0.5 * (rho[1:] + rho[:-1])
+    R = mid.sum(axis=1) + d.eta
+    two_nu = 2.0 * d.nu
+    kin = np.zeros(d.N)
+    for k, (tr, tl) in enumerate(parts):
+        ck = (d.nu / geom.h[k]) * geom.face[k]
+        lo, hi = along(nd, k, slice(None, -1), 1), along(nd, k, slice(1, None), 1)
+        c = two_nu * (np.broadcast_to(ck, geom.count)[lo[1:]] * (R[lo] * relent(tr))
+                      + np.broadcast_to(ck, geom.count)[hi[1:]] * (R[hi] * relent(tl)))
+        kin += c.reshape(d.N, -1).sum(axis=1)
+    run = (geom.w * d.running.F(mid.sum(axis=1))).reshape(d.N, -1).sum(axis=1)
+    return kin, run
+
+
+def training_cost(rho: np.ndarray, theta: np.ndarray, d: Discretisation, bd: BoundaryData) -> dict:
+    """``J_h`` split into kinetic, running and terminal parts for densities ``rho[n, c, *i]``."""
+    geom = _whole(d)
+    kin, run = _layer_costs(rho, TiltLayout(d).split(theta), d, geom)
+    kin, run = float(d.dt * kin.sum()), float(d.dt * run.sum())
+    term = bd.terminal_cost(rho[-1], geom.w, (slice(None),) * d.ndim)
+    return {"kinetic": kin, "running": run, "terminal": float(term), "total": float(kin + run + term)}
+
+
+def _check_fixed_terminal(bd: BoundaryData) -> None:
+    if not bd.fixed_loss:
+        raise NotImplementedError("the discrete training problem needs the fixed terminal loss phi^N = -s G "
+                                  "(quadratic or softmax), not a KL or bridge terminal condition")
+
+
+def sweep(theta: np.ndarray, d: Discretisation, bd: BoundaryData, barrier: float = 0.0):
+    """Forward walk, cost and the backward adjoint sweep: ``(rho, phi, mu, grad, cost)``.
+
+    ``barrier = tau > 0`` adds ``tau sum_{n >= 1} sum_{c,i} w_i (-log rho^n_{c,i})`` to the
+    cost (as ``cost["barrier"]``, also in ``cost["objective"]``) and to the gradient; then
+    ``phi`` is the adjoint of that objective, not of ``J_h``."""
+    _check_fixed_terminal(bd)
+    layout = TiltLayout(d)
+    parts = layout.split(theta)
+    K, N, nd = d.K, d.N, d.ndim
+    geom = _whole(d)
+    w = geom.w
+    dt, two_nu = d.dt, 2.0 * d.nu
+    rho = np.empty((N + 1, K) + d.grid.nodes)
+    rho[0] = bd.rho0
+    gens = []
+    for n in range(N):
+        A = _generators(parts, n, geom, d)
+        solve = A.solver(0.5 * dt)
+        gens.append((A, solve))
+        rho[n + 1] = solve(w * rho[n] + 0.5 * dt * A.apply(rho[n]))
+    kin, run = _layer_costs(rho, parts, d, geom)
+    term = bd.terminal_cost(rho[-1], w, (slice(None),) * nd)
+    cost = {"kinetic": float(dt * kin.sum()), "running": float(dt * run.sum()), "terminal": float(term)}
+    cost["total"] = cost["kinetic"] + cost["running"] + cost["terminal"]
+    mid = 0.5 * (rho[1:] + rho[:-1])  # [n, c, *i]
+    tot = mid.sum(axis=1)
+    R = tot + d.eta
+    q = np.zeros((N,) + d.grid.nodes)
+    for k, (tr, tl) in enumerate(parts):
+        ck = np.broadcast_to((d.nu / geom.h[k]) * geom.face[k], geom.count)
+        lo, hi = along(nd, k, slice(None, -1), 1), along(nd, k, slice(1, None), 1)
+        q[lo] += ck[lo[1:]] * relent(tr)
+        q[hi] += ck[hi[1:]] * relent(tl)
+    q *= dt * two_nu
+    if d.running.active:
+        q += dt * w * d.running.dF(tot)
+    phi = np.empty_like(rho)
+    mu = np.empty((N, K) + d.grid.nodes)
+    phi[N] = bd.terminal(rho[N], (slice(None),) * nd)
+    pen = np.zeros_like(rho)  # d(barrier)/d rho^n
+    cost["objective"] = cost["total"]
+    if barrier > 0.0:
+        with np.errstate(all="ignore"):
+            cost["barrier"] = float(barrier * (w * -np.log(rho[1:])).sum())
+        pen[1:] = -barrier * w / rho[1:]
+        cost["objective"] = cost["total"] + cost["barrier"]
+    for n in range(N - 1, -1, -1):
+        A, solve = gens[n]
+        rhs = w * phi[n + 1] - 0.5 * q[n][None] - pen[n + 1]
+        mu[n] = solve(rhs, transpose=True)
+        phi[n] = (w * mu[n] + 0.5 * dt * A.apply_T(mu[n]) - 0.5 * q[n][None]) / w
+    grads = []
+    for k, (tr, tl) in enumerate(parts):
+        ck = np.broadcast_to((d.nu / geom.h[k]) * geom.face[k], geom.count)
+        lo, hi = along(nd, k, slice(None, -1), 2), along(nd, k, slice(1, None), 2)
+        lo1, hi1 = lo[1:], hi[1:]
+        dmu = mu[hi] - mu[lo]  # [n, c, *e]
+        gr = dt * ck[lo1[1:]] * np.exp(tr) * (two_nu * R[lo1] * tr - (mid[lo] * dmu).sum(axis=1))
+        gl = dt * ck[hi1[1:]] * np.exp(tl) * (two_nu * R[hi1] * tl + (mid[hi] * dmu).sum(axis=1))
+        grads.append((gr, gl))
+    return rho, phi, mu, layout.join(grads), cost
+
+
+def cost_and_gradient(theta: np.ndarray, d: Discretisation, bd: BoundaryData) -> tuple[float, np.ndarray]:
+    """``J_h`` and its exact gradient with respect to the log-tilts (the gradient has the
+    shape of ``theta``)."""
+    theta = np.asarray(theta, dtype=float)
+    _, _, _, g, c = sweep(theta, d, bd)
+    return c["total"], g.reshape(theta.shape)
+
+
+def kkt_state(theta: np.ndarray, d: Discretisation, bd: BoundaryData) -> np.ndarray:
+    """The state ``Z[n, *i, a]`` of a network: ``rho`` moved by its walk, ``phi`` its adjoint.
+
+    It solves the scheme exactly when ``theta`` is a stationary point of ``J_h``; for
+    ``theta = tilts_from_solution(Z)`` of a solution ``Z`` it gives back ``Z``.
+    """
+    rho, phi, _, _, _ = sweep(np.asarray(theta, dtype=float), d, bd)
+    return np.concatenate([np.moveaxis(rho, 1, -1), np.moveaxis(phi, 1, -1)], axis=-1)
+
+
+def symmetric_partner(theta: np.ndarray, d: Discretisation) -> np.ndarray:
+    """The network mirrored by ``x -> -x`` (``d = 1``): edge ``p`` -> ``M-2-p``, right <->
+    left jumps. For a mirror-symmetric problem ``J_h`` of the partner equals ``J_h``."""
+    if d.ndim != 1:
+        raise NotImplementedError("symmetric_partner: d = 1")
+    (tr, tl), = TiltLayout(d).split(theta)
+    return np.stack([tl[:, ::-1], tr[:, ::-1]]).reshape(np.shape(theta))
+
+
+def minimise(d: Discretisation, bd: BoundaryData, theta0: np.ndarray | None = None, *,
+             gtol: float = 1e-10, ftol: float = 0.0, maxiter: int = 20000, maxcor: int = 30,
+             perturb: float = 0.0, seed: int = 0, bound: float = 20.0, restarts: int = 50,
+             barrier: float = 0.0, callback=None) -> dict:
+    """Minimise ``J_h`` over the log-tilts by L-BFGS (``scipy.optimize.minimize``, L-BFGS-B).
+
+    Starts from ``theta0`` (default: the zero network, plain diffusion); ``perturb`` adds
+    ``N(0, perturb^2)`` noise to the start (to leave a symmetric saddle). ``gtol`` applies
+    to the largest gradient entry divided by ``dt (nu/h_1) 2 nu`` (the scale of the kinetic
+    curvature), so it reads as a log-tilt tolerance. The midpoint walk keeps densities
+    non-negative only below its Markov bound on the rates; where ``R < 0`` the kinetic
+    term is negative and ``J_h`` unbounded below. Networks whose walk makes some
+    ``rho_c <= -eta/K`` are infeasible (a large value sends the line search back, and
+    L-BFGS restarts with fresh memory at most ``restarts`` times when its line search
+    fails there). Every log-tilt is kept in ``[-bound, bound]``.
+
+    ``barrier = tau > 0`` minimises ``J_h + tau sum w (-log rho)`` instead.
+
+    Returns a dict: ``theta``, ``rho [N+1, K, *i]``, ``cost`` (J_h split), ``history``,
+    ``gradients`` (largest projected gradient entry per iteration, scaled as ``gtol``),
+    ``iterations``, ``evaluations``, ``message``, ``gradient_max``, ``time``.
+    """
+    from scipy.optimize import minimize
+
+    t0 = time.perf_counter()
+    layout = TiltLayout(d)
+    shape = layout.natural
+    th = layout.zeros() if theta0 is None else np.array(theta0, dtype=float).reshape(shape)
+    if perturb:
+        th = th + perturb * np.random.default_rng(seed).normal(size=shape)
+    scale = d.dt * d.nu / d.grid.h[0] * 2.0 * d.nu  # gradient units -> log-tilt units
+    history: list[float] = []
+    counter = {"nfev": 0, "infeasible": 0}
+    gradients: list[float] = []
+    last = {"x": None, "J": None, "g": None}
+
+    def fun(x):
+        counter["nfev"] += 1
+        with np.errstate(all="ignore"):
+            rho, _, _, g, c = sweep(x.reshape(shape), d, bd, barrier)
+        J = c["objective"]
+        if not (np.isfinite(J) and np.all(np.isfinite(g))) or rho.min() <= floor:
+            counter["infeasible"] += 1
+            J = infeasible
+            g = np.where(np.isfinite(g), g, 0.0)
+        last["x"], last["J"], last["g"] = x.copy(), J, g
+        return J, g.ravel()
+
+    def projected(x, g):  # the gradient that L-BFGS-B's gtol measures (box projected)
+        return np.abs(np.clip(x - g.ravel(), -bound, bound) - x).max() / scale
+
+    def cb(x):  # scipy < 1.11 passes only x; the accepted point is the last evaluated one
+        if last["x"] is None or not np.array_equal(x, last["x"]):
+            fun(x)
+        history.append(float(last["J"]))
+        gradients.append(float(projected(x, last["g"])))
+        if callback is not None:
+            callback(x.reshape(shape), history[-1])
+
+    with np.errstate(all="ignore"):
+        _, _, _, g0, c0 = sweep(th, d, bd, barrier)
+    J0 = c0["objective"]
+    infeasible = 1e3 * (1.0 + abs(J0))
+    floor = 0.0 if barrier > 0 or d.eta == 0 else -d.eta / d.K
+    history.append(J0)
+    gradients.append(float(projected(th.ravel(), g0)))
+    x, nit, restarts_used = th.ravel(), 0, 0
+    while True:  # restart (fresh memory) when the line search fails, e.g. at the positivity edge
+        r = minimize(fun, x, jac=True, method="L-BFGS-B", callback=cb,
+                     bounds=[(-bound, bound)] * th.size,
+                     options={"maxiter": maxiter - nit, "maxcor": maxcor, "gtol": gtol * scale,
+                              "ftol": ftol, "maxfun": 4 * maxiter, "maxls": 50})
+        gained = fun(x)[0] - r.fun if r.fun < infeasible else 0.0
+        x, nit = r.x, nit + r.nit
+        if r.success or nit >= maxiter or restarts_used >= restarts or \
+                gained <= 1e-13 * (1.0 + abs(r.fun)):
+            break
+        restarts_used += 1
+    theta = x.reshape(shape)
+    J, g = cost_and_gradient(theta, d, bd)
+    rho = forward_walk(bd.rho0, theta, d)
+    return {"theta": theta, "rho": rho, "cost": training_cost(rho, theta, d, bd),
+            "history": np.array(history), "gradients": np.array(gradients), "iterations": nit,
+            "restarts": restarts_used, "evaluations": counter["nfev"],
+            "infeasible_evaluations": counter["infeasible"],
+            "message": str(r.message), "success": bool(r.success),
+            "gradient_max": float(np.abs(g).max() / scale), "time": time.perf_counter() - t0}

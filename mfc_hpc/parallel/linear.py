@@ -1,0 +1,83 @@
+"""The linear solver of the Newton steps: the presets (plain dicts of options below a
+solver's prefix) and the size rule behind ``solver.linear = "auto"``.
+
+PETSc-free (the benchmark launchers import it before PETSc is initialised); applied by
+:class:`mfc_hpc.parallel.snes.MeshSolver` through :mod:`mfc_hpc.parallel.options` and named
+as configurations in :data:`mfc_hpc.studies.perf.SOLVERS`. The one place for them.
+"""
+from __future__ import annotations
+
+__all__ = ["MULTIGRID_FROM", "DIRECT", "MULTIGRID", "multigrid_levels", "choose_linear", "options_string",
+           "preset"]
+
+#: ``linear = "auto"`` uses multigrid from this many unknowns on, per state dimension
+#: ``d`` (one class in 1-D; a mesh that coarsens at least three times): measured in
+#: mfc_hpc/docs/performance.md, FGMRES + PCMG is 2.7x faster than MUMPS on one rank at
+#: 1e6 unknowns and 6x at 5.3e5 in 1-D, with 40 % less memory; below ~2e5 MUMPS is as
+#: fast and more robust
+MULTIGRID_FROM = {1: 2.0e5, 2: 2.0e5}
+
+#: MUMPS LU (the package inserts the factor package only where PETSc has MUMPS)
+DIRECT = {"ksp_type": "preonly", "pc_type": "lu"}
+
+#: FGMRES + geometric multigrid on the DMDA hierarchy: Galerkin coarse operators,
+#: GMRES(4) + block-Jacobi ILU(0) smoothing, LU (MUMPS where PETSc has it) on the coarsest
+#: level; any given on the command line wins
+MULTIGRID = {
+    "ksp_type": "fgmres", "ksp_gmres_restart": "100", "ksp_rtol": "1e-8", "ksp_max_it": "500",
+    "pc_type": "mg",
+    "pc_mg_galerkin": "both",
+    "mg_levels_ksp_type": "gmres",
+    "mg_levels_ksp_max_it": "4",
+    "mg_levels_pc_type": "bjacobi",
+    "mg_levels_sub_pc_type": "ilu",
+    "mg_coarse_pc_type": "lu",
+}
+
+
+def options_string(opts: dict[str, str]) -> str:
+    """``{"ksp_type": "fgmres", ...}`` -> ``"ksp_type fgmres ..."``."""
+    return " ".join(f"{k} {v}" for k, v in opts.items())
+
+
+def multigrid_levels(nodes: tuple[int, ...] | int, N: int, most: int = 4) -> int:
+    """Levels of the DMDA hierarchy of a mesh with ``nodes`` per state axis and ``N + 1``
+    levels: halving every ``M_k - 1`` and ``N`` while they stay even and the coarsest mesh
+    keeps at least 5 nodes per axis and 2 layers."""
+    nodes = (nodes,) if isinstance(nodes, int) else tuple(nodes)
+    L = 1
+    while L < most and all((M - 1) % 2 ** L == 0 and (M - 1) // 2 ** L >= 4 for M in nodes) \
+            and N % 2 ** L == 0 and N // 2 ** L >= 2:
+        L += 1
+    return L
+
+
+def choose_linear(d, linear: str = "auto") -> str:
+    """``"direct"`` (MUMPS LU) or ``"multigrid"`` for ``linear`` = ``auto|direct|multigrid``
+    on the discretisation ``d``.
+
+    ``auto``: multigrid from :data:`MULTIGRID_FROM` unknowns on a mesh with 3 or more
+    levels, for one class in 1-D and any number of classes in 2-D; direct otherwise.
+    """
+    if linear not in ("auto", "direct", "multigrid"):
+        raise ValueError(f"solver.linear: expected auto, direct or multigrid, got {linear!r}")
+    if linear != "auto":
+        return linear
+    big = d.unknowns >= MULTIGRID_FROM.get(d.ndim, MULTIGRID_FROM[2])
+    deep = multigrid_levels(d.grid.nodes, d.N) >= 3
+    if big and deep and (d.K == 1 or d.ndim >= 2):
+        return "multigrid"
+    return "direct"
+
+
+def preset(linear: str, mumps: bool, levels: int) -> dict[str, str]:
+    """The options of a linear solver choice (``direct`` or ``multigrid``)."""
+    if linear == "multigrid":
+        out = dict(MULTIGRID, pc_mg_levels=str(levels))
+        if mumps:
+            out["mg_coarse_pc_factor_mat_solver_type"] = "mumps"
+        return out
+    out = dict(DIRECT)
+    if mumps:
+        out["pc_factor_mat_solver_type"] = "mumps"
+    return out
