@@ -23,7 +23,8 @@ __all__ = ["main", "COMMANDS", "EXIT_OK", "EXIT_BAD_INPUT", "EXIT_NOT_CONVERGED"
 #: sub-command -> module of :mod:`mfc_hpc.cli.commands`; each has ``add_parser(subparsers)``
 #: registering the command with ``func`` (args -> exit code)
 COMMANDS: dict[str, str] = {
-    "solve": "solve", "inspect": "inspect",
+    "solve": "solve",
+    "inspect": "inspect",
 }
 
 
