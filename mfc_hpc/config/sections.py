@@ -26,7 +26,7 @@ LOSSES = FIXED_LOSSES + TRANSPORT_LOSSES
 LINEAR_SOLVERS = ("auto", "direct", "multigrid")
 CONTINUATION = ("auto", "always", "never")
 GUESSES = ("uncontrolled", "optimisation")
-STEP_CAPS = ("auto", "total", "classes")
+STEP_CAPS = ("auto", "bulk", "total", "classes")
 PROJECTIONS = ("none", "pca", "lda")
 BANDWIDTH_RULES = ("silverman", "scott")
 HEADS = ("targets", "fitted")
@@ -359,12 +359,12 @@ class SolverConfig:
     (geometric steps down to ``model.nu``); ``grid_levels``: coarse meshes solved first;
     ``process_grid``: ranks along each state axis and along depth (``d + 1`` entries;
     0 = let PETSc choose); ``positivity``: fraction of the distance to zero a Newton step
-    may go, for what ``step_cap`` protects: ``"total"`` ``R = sum_c rho_c + eta`` (what the
-    scheme divides by), ``"classes"`` every class density, ``"auto"`` (default) the class
-    densities in 1-D (the verified rule of the 1-D releases; a failing direct attempt on
-    iris stops after 8 Newton steps instead of running to 30) and ``R`` in 2-D (METHOD.md 8:
-    the exact discrete density is slightly negative in far tails near the walls of a box,
-    and a nodal cap stalls Newton there); ``guess``: ``"uncontrolled"`` or ``"optimisation"`` (the
+    may go, for what ``step_cap`` protects (:func:`mfc_hpc.numerics.reference.step_cap`):
+    ``"bulk"`` ``R = sum_c rho_c + eta`` everywhere and every class density above 1e-8 of
+    its maximum (far tails may cross zero, as the exact discrete density does in METHOD.md
+    8), ``"total"`` ``R`` alone, ``"classes"`` every positive class density (the 1-D
+    releases' rule), ``"auto"`` (default): ``classes`` in 1-D, ``bulk`` in 2-D
+    (:func:`mfc_hpc.drivers.run.step_cap_rule` says why); ``guess``: ``"uncontrolled"`` or ``"optimisation"`` (the
     minimiser of the discrete training problem at the full loss weight);
     ``optimisation_fallback``: when continuation stalls (a fold), start Newton again from
     that minimiser (not with ``continuation = "never"``); ``optimisation_maxiter`` and

@@ -17,37 +17,58 @@ from .depth import serial_jacobian, serial_residual
 from .model import Discretisation
 from .terminal import BoundaryData
 
-__all__ = ["STEP_CAPS", "step_cap", "NewtonResult", "reference_newton"]
+__all__ = ["STEP_CAPS", "TAIL", "tail_thresholds", "step_cap", "NewtonResult", "reference_newton"]
 
-#: what a Newton step must keep positive: ``"total"`` ``R = sum_c rho_c + eta`` (the
-#: default, METHOD.md 8) or ``"classes"`` every class density (the rule of the 1-D
-#: releases before the d-dimensional core, kept to reproduce their runs)
-STEP_CAPS = ("total", "classes")
+#: what a Newton step must keep positive (``solver.step_cap``): ``"bulk"`` (default) ``R =
+#: sum_c rho_c + eta`` everywhere and every class density above :data:`TAIL` of its maximum;
+#: ``"total"`` ``R`` alone; ``"classes"`` every positive class density (the rule of the 1-D
+#: releases)
+STEP_CAPS = ("bulk", "total", "classes")
+#: class densities below this fraction of their maximum are tails a Newton step may take
+#: through zero (METHOD.md 8: the exact discrete density is slightly negative in far tails)
+TAIL = 1e-8
 
 
-def step_cap(Z: np.ndarray, dZ: np.ndarray, d: Discretisation, positivity: float, rule: str = "total") -> float:
+def tail_thresholds(Z: np.ndarray, K: int, reduce_max=None) -> np.ndarray:
+    """``TAIL * max rho_c`` per class (``reduce_max``: a global max over ranks)."""
+    m = np.array([Z[..., c].max() if Z.size else 0.0 for c in range(K)])
+    if reduce_max is not None:
+        m = np.array([reduce_max(v) for v in m])
+    return TAIL * np.maximum(m, 0.0)
+
+
+def step_cap(Z: np.ndarray, dZ: np.ndarray, d: Discretisation, positivity: float, rule: str = "bulk",
+             tails: np.ndarray | None = None) -> float:
     """The largest ``a <= 1`` such that ``Z - a dZ`` keeps what ``rule`` protects above
     ``(1 - positivity)`` of its value at every node and level of the block ``Z[..., a]``.
 
-    ``"total"``: ``R = sum_c rho_c + eta``, what the scheme divides by (METHOD.md 7, 8);
-    keeping it positive at every level keeps ``R^{n+1/2}`` positive. Nodal class
-    densities are then not protected: the exact discrete density may be slightly negative
-    in far tails (METHOD.md 8), and a nodal cap stalls Newton there. ``"classes"``: every
-    positive class density (the earlier rule). Nothing is capped for one class with
-    ``eta = 0``, where the scheme never divides (``A/R = phi_j - phi_i``).
+    ``R = sum_c rho_c + eta`` is what the scheme divides by (METHOD.md 7, 8); keeping it
+    positive at every level keeps ``R^{n+1/2}`` positive. ``"bulk"`` also keeps every class
+    density above ``tails[c]`` (:func:`tail_thresholds`, from the whole state) from crossing
+    zero: a step that would send the bulk of a class negative is shortened (Newton then
+    stalls quickly and continuation takes over, instead of creeping at the line search's
+    smallest step), while far tails may go slightly negative, as the exact discrete density
+    of METHOD.md 8 does (a nodal cap on them stalls Newton). ``"total"``: ``R`` alone;
+    ``"classes"``: every positive class density (the 1-D releases' rule). Nothing is capped
+    for one class with ``eta = 0``, where the scheme never divides.
     """
     if d.unit_fraction:
         return 1.0
     K = d.K
-    if rule == "classes":
-        R, dR = Z[..., :K], dZ[..., :K]
-    else:
-        R = Z[..., :K].sum(axis=-1) + d.eta
-        dR = dZ[..., :K].sum(axis=-1)
-    grow = (dR > 0) & (R > 0)
-    if not grow.any():
-        return 1.0
-    return min(1.0, float((positivity * R[grow] / dR[grow]).min()))
+    rho, drho = Z[..., :K], dZ[..., :K]
+    R = rho.sum(axis=-1) + d.eta
+    dR = drho.sum(axis=-1)
+    a = 1.0
+    if rule in ("bulk", "total"):
+        grow = (dR > 0) & (R > 0)
+        if grow.any():
+            a = min(a, float((positivity * R[grow] / dR[grow]).min()))
+    if rule in ("bulk", "classes"):
+        cut = np.zeros(K) if rule == "classes" or tails is None else np.asarray(tails)
+        grow = (drho > 0) & (rho > cut)
+        if grow.any():
+            a = min(a, float((positivity * rho[grow] / drho[grow]).min()))
+    return a
 
 
 @dataclass
@@ -64,7 +85,7 @@ class NewtonResult:
 
 def reference_newton(d: Discretisation, bd: BoundaryData, Z0: np.ndarray | None = None, *,
                      rtol: float = 1e-11, atol: float = 0.0, max_it: int = 40, positivity: float = 0.9,
-                     backtrack: bool = True, verbose: bool = False, rule: str = "total") -> NewtonResult:
+                     backtrack: bool = True, verbose: bool = False, rule: str = "bulk") -> NewtonResult:
     """Newton with the exact Jacobian and a sparse LU (serial reference).
 
     From ``Z = 0`` the first Newton step is the uncontrolled flow (the Jacobian at ``z = 0``
@@ -87,7 +108,7 @@ def reference_newton(d: Discretisation, bd: BoundaryData, Z0: np.ndarray | None 
     while f > tol and it < max_it:
         J = serial_jacobian(Z, d, bd).tocsc()
         dz = spla.splu(J).solve(F.ravel()).reshape(shape)
-        a = step_cap(Z, dz, d, positivity, rule)
+        a = step_cap(Z, dz, d, positivity, rule, tail_thresholds(Z, d.K))
         for _ in range(30 if backtrack else 1):
             Zt = Z - a * dz
             Ft = serial_residual(Zt, d, bd)

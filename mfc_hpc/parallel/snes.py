@@ -22,7 +22,7 @@ from petsc4py import PETSc
 from ..errors import BadInput
 from ..numerics.depth import slab_jacobian, slab_residual
 from ..numerics.model import Discretisation
-from ..numerics.reference import step_cap
+from ..numerics.reference import step_cap, tail_thresholds
 from ..numerics.terminal import BoundaryData
 from .events import EVENTS
 from .linear import choose_linear, multigrid_levels, preset
@@ -49,7 +49,7 @@ class NewtonSettings:
     stol: float = 1e-14
     max_it: int = 30
     positivity: float = 0.9
-    step_cap: str = "total"
+    step_cap: str = "bulk"
     linear: str = "auto"
     process_grid: tuple[int, ...] | None = None
     stall_window: int = 6
@@ -242,12 +242,14 @@ class MeshSolver:
         self.counts["jacobian"] += 1
 
     def _precheck(self, X: PETSc.Vec, Y: PETSc.Vec) -> bool:
-        """Shorten the step ``X - Y`` so that ``R = rho + eta`` stays positive at every node
-        and level (:func:`~mfc_hpc.numerics.reference.step_cap`; METHOD.md 7, 8)."""
+        """Shorten the step ``X - Y`` by :func:`~mfc_hpc.numerics.reference.step_cap`
+        (``R = rho + eta`` positive at every node and level, and the bulk of every class;
+        METHOD.md 7, 8)."""
         if self.d.unit_fraction:
             return False
-        a = step_cap(self.mesh.owned(X), self.mesh.owned(Y), self.d, self.settings.positivity,
-                     self.settings.step_cap)
+        Zx = self.mesh.owned(X)
+        tails = tail_thresholds(Zx, self.d.K, self.mesh.allmax) if self.settings.step_cap == "bulk" else None
+        a = step_cap(Zx, self.mesh.owned(Y), self.d, self.settings.positivity, self.settings.step_cap, tails)
         a = self.mesh.allmin(a)
         if a < 1.0:
             Y.scale(a)
