@@ -117,9 +117,30 @@ def test_kill9_and_sigterm_during_2d_runs(tmp_path):
     assert_same(ref / "solution.h5", o / "solution.h5")
 
 
+CLOSED_2D = """
+[mesh]
+x_min = [-3.0, -2.5]
+x_max = [3.0, 2.5]
+nodes = [{M1}, {M2}]
+layers = {N}
+[model]
+nu = 0.1
+[[classes]]
+mean = [-0.5, 0.3]
+var = [0.25, 0.3]
+[loss]
+alpha = 1.0
+target = [0.5, -0.2]
+"""
+
+
 def test_coarse_2d_checkpoint_seeds_a_finer_mesh(tmp_path):
-    # direct Newton first (no forced continuation): the seed is its starting point
-    coarse, fine = cfg_file(tmp_path, 9, 7, 4, solver=""), cfg_file(tmp_path, 17, 13, 8, solver="")
+    """``--restart-interpolate`` in 2-D: a 9 x 7 x 4 checkpoint is interpolated (each rank
+    reading only the box around its own) onto 17 x 13 x 8, and direct Newton from there
+    converges to the fine answer."""
+    coarse, fine = tmp_path / "coarse.toml", tmp_path / "fine.toml"
+    coarse.write_text(CLOSED_2D.format(M1=9, M2=7, N=4))
+    fine.write_text(CLOSED_2D.format(M1=17, M2=13, N=8))
     run_cli(2, ["solve", coarse, "--out", tmp_path / "c"])
     ck = find_checkpoints(tmp_path / "c" / "checkpoints")[0][1]
     r = run_cli(2, ["solve", fine, "--out", tmp_path / "no", "--restart", ck], check=False)
