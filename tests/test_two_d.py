@@ -241,3 +241,20 @@ def test_wrong_lengths_and_shapes_name_the_key(mesh, classes, loss, needle):
     with pytest.raises(ConfigError) as e:
         config_from_dict(raw)
     assert needle in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_finite_difference_colouring_reaches_the_same_solution(tmp_path):
+    """``-mfc_snes_fd_color`` (the DMDA's colouring of the 3-D box stencil, finite
+    differences instead of the analytic Jacobian) converges to the same 2-D solution."""
+    cfg = tmp_path / "c.toml"
+    raw = json.loads(json.dumps(CASE))
+    raw["mesh"].update(nodes=[11, 9], layers=4)
+    cfg.write_text(toml(raw))
+    sols = {}
+    for name, extra in (("analytic", []), ("fd", ["-mfc_snes_fd_color"])):
+        p = run_cli(2, ["solve", cfg, "--out", tmp_path / name, "--no-checkpoint"] + extra)
+        if extra:
+            assert "There are no unused options" in p.stdout + p.stderr
+        sols[name], s = read(tmp_path / name)
+        assert s["converged"]
+    assert np.abs(sols["analytic"] - sols["fd"]).max() <= 1e-7 * np.abs(sols["analytic"]).max()
