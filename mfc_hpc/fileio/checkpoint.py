@@ -170,6 +170,7 @@ def _header(path: Path, f) -> dict:
         raise _fail(path, f"damaged: process_grid {a.get('process_grid')!r}")
     if not isinstance(parsed.get("config"), dict) or not isinstance(parsed.get("resume"), dict):
         raise _fail(path, "damaged: config or resume is not a table")
+    _check_attributes(path, a, parsed["resume"], mesh, pg)
     nodes, N, K = tuple(mesh["nodes"]), mesh["layers"], mesh["classes"]
     big = (N + 1, K) + nodes
     shapes = {"rho": big, "phi": big, "t": (N + 1,)}
@@ -206,11 +207,58 @@ def _header(path: Path, f) -> dict:
     for k, x in enumerate(axes):
         if not (np.all(np.isfinite(x)) and np.all(np.diff(x) > 0)):
             raise _fail(path, f"damaged: the coordinates of axis {k + 1} do not increase")
+        tol = 1e-9 * max(1.0, abs(mesh["x_max"][k] - mesh["x_min"][k]))
+        if abs(x[0] - mesh["x_min"][k]) > tol or abs(x[-1] - mesh["x_max"][k]) > tol:
+            raise _fail(path, f"damaged: the coordinates of axis {k + 1} span [{x[0]:g}, {x[-1]:g}], the mesh "
+                              f"attribute says [{mesh['x_min'][k]:g}, {mesh['x_max'][k]:g}]")
+    t = arrays["t"]
+    if not (np.all(np.isfinite(t)) and np.all(np.diff(t) > 0) and abs(t[0]) <= 1e-12 * mesh["depth"]
+            and abs(t[-1] - mesh["depth"]) <= 1e-9 * mesh["depth"]):
+        raise _fail(path, f"damaged: the depth levels t do not increase from 0 to the depth {mesh['depth']:g}")
     return {"path": str(path), "format": fmt, "format_version": ver, "mesh": mesh, "config": parsed["config"],
             "resume": parsed["resume"], "versions": parsed.get("versions"), "checksums": sums,
             "has_good": "good" in f, "axes": axes, "t": arrays["t"],
             "residuals": arrays.get("residuals", np.zeros(0)).tolist(),
             "process_grid": pg, **{k: a.get(k) for k in ("created", "reason", "sequence", "ranks")}}
+
+
+#: why a checkpoint was written
+REASONS = ("newton", "stage", "level", "time", "signal")
+#: the most grid levels a run can have (``solver.grid_levels`` <= 30)
+MAX_LEVELS = 31
+
+
+def _check_attributes(path, a: dict, resume: dict, mesh: dict, pg: list) -> None:
+    """The attributes restart and ``inspect`` trust, beyond the CRC: the resume cursor's
+    schema (:meth:`mfc_hpc.drivers.state.RunState.from_json`: phase names, level range,
+    counters, finite parameters), the reason, sequence and rank count, the process grid."""
+    from ..drivers.state import RunState
+
+    try:
+        RunState.from_json(resume, MAX_LEVELS, where=f"checkpoint {path}")  # names the field
+    except BadInput as e:
+        raise CheckpointError(str(e)) from None
+    for key in ("restarts", "newton_total"):
+        v = resume.get(key, 0)
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 10 ** 9:
+            raise _fail(path, f"damaged resume metadata: {key} = {v!r}")
+    w = resume.get("wall_used", 0.0)
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not (0.0 <= w < 1e12):
+        raise _fail(path, f"damaged resume metadata: wall_used = {w!r}")
+    if a.get("reason") is not None and a.get("reason") not in REASONS:
+        raise _fail(path, f"damaged: reason {a.get('reason')!r} (expected one of {', '.join(REASONS)})")
+    for key in ("sequence", "ranks"):
+        v = a.get(key)
+        if v is None:
+            continue
+        try:
+            ok = int(v) == v and 1 <= int(v) <= 10 ** 9
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            raise _fail(path, f"damaged: attribute {key!r} = {v!r}")
+    if pg and len(pg) != mesh["dim"] + 1:
+        raise _fail(path, f"damaged: process_grid {pg} has {len(pg)} entries for a {mesh['dim']}-D state")
 
 
 def probe_collective(path: str | Path, comm) -> dict:
@@ -278,8 +326,11 @@ def find_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
 
 
 def newest_good(directory: str | Path, comm, log=None) -> tuple[Path | None, dict | None]:
-    """The newest checkpoint in ``directory`` whose header and checksums verify."""
-    for _, p in find_checkpoints(directory):
+    """The newest checkpoint in ``directory`` whose header and checksums verify
+    (collective: rank 0 lists the directory, so every rank tries the same files)."""
+    from ..parallel.agreement import collective
+
+    for _, p in collective(comm, find_checkpoints, directory):
         try:
             return p, verify(p, comm)
         except CheckpointError as e:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -34,13 +35,15 @@ import numpy as np
 os.environ.setdefault("H5PY_ALWAYS_USE_MPI", "1")  # Debian's h5py: pick the MPI build
 import h5py  # noqa: E402
 
-from ..errors import BadInput, OutputError  # noqa: E402
+from ..errors import EXIT_IO, BadInput, OutputError  # noqa: E402
+from ..parallel.agreement import agree as _agree  # noqa: E402
 from .checksum import MASK, _mix64, hex64  # noqa: E402
 from .summary import fsync_path  # noqa: E402
 
 __all__ = ["policy", "write_file", "agree", "open_read", "read_block", "file_digest", "write_sidecar",
            "read_sidecar", "verify_digest", "probe_in_child", "text_attr", "LIBVER", "HDF5_SIGNATURE",
-           "PROBE_TIMEOUT"]
+           "PROBE_TIMEOUT", "free_bytes", "estimate_bytes", "space_error", "human", "SPACE_MARGIN",
+           "remove_temporaries"]
 
 LIBVER = ("v110", "v110") if h5py.version.hdf5_version_tuple >= (1, 10, 0) else ("latest", "latest")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -59,17 +62,69 @@ def policy(comm) -> str:
     return "mpio" if h5py.get_config().mpi else "gather"
 
 
-def agree(comm, err: str | None) -> str | None:
-    """The first error message of any rank, on every rank (``None`` if none failed)."""
-    errs = [e for e in comm.allgather(err) if e]
-    return errs[0] if errs else None
+def agree(comm, err: str | None, code: int = EXIT_IO) -> str | None:
+    """The first error message of any rank, on every rank (``None`` if none failed);
+    :func:`mfc_hpc.parallel.agreement.agree` (a failing rank aborts the job if the others
+    never arrive)."""
+    return _agree(comm, err, code=code)
+
+
+def free_bytes(path: str | Path) -> int | None:
+    """Bytes available to this user on the file system of ``path`` (a directory), or
+    ``None`` if the file system does not say."""
+    try:
+        st = os.statvfs(path)
+    except (OSError, AttributeError):
+        return None
+    if st.f_blocks == 0:  # pseudo file systems report nothing
+        return None
+    return int(st.f_bavail) * int(st.f_frsize)
+
+
+#: room kept on top of a file's estimated size (HDF5 object headers, heaps, alignment)
+SPACE_MARGIN = 64 * 1024
+
+
+def estimate_bytes(attrs: dict, small: dict, blocks: dict) -> int:
+    """An upper estimate of the size of the file :func:`write_file` writes."""
+    n = SPACE_MARGIN
+    for v in attrs.values():
+        n += 2 * len(str(v)) + 256
+    for v, a in small.values():
+        n += np.asarray(v).nbytes + 512 + sum(2 * len(str(x)) + 256 for x in a.values())
+    for shape, _, _, a in blocks.values():
+        n += 8 * int(np.prod(shape, dtype=np.int64)) + 512 + sum(2 * len(str(x)) + 256 for x in a.values())
+    return n
+
+
+def space_error(directory: Path, need: int) -> str | None:
+    """Why ``need`` bytes cannot be written in ``directory`` (``None`` if they can, or if
+    the file system does not say)."""
+    free = free_bytes(directory)
+    if free is not None and free < need:
+        return f"not enough space on the file system of {directory}: about {human(need)} needed, {human(free)} free"
+    return None
+
+
+def human(n: int | float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
 
 
 def _msg(e: BaseException) -> str:
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror + (f" ({e.errno})" if e.errno else "")
-    t = str(e).strip().splitlines()
-    return t[0] if t else type(e).__name__
+    """One line: the OS's reason where there is one (HDF5 puts it deep in its message)."""
+    text = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    if isinstance(e, OSError) and e.strerror and "\n" not in text and "error message" not in text:
+        return text + (f" ({e.errno})" if e.errno else "")
+    m = re.search(r"error message = '([^']*)'", text)  # HDF5's sec2 driver quotes the OS's reason
+    t = text.strip().splitlines()
+    first = t[0] if t else type(e).__name__
+    if m:
+        first = first.split(" (", 1)[0] + f" ({m.group(1)})"
+    return first
 
 
 def text_attr(v: Any) -> np.bytes_:
@@ -89,68 +144,150 @@ def write_file(path: str | Path, comm, attrs: dict, small: dict[str, tuple[np.nd
     with the file complete but open (tests use it to widen the write window). With
     ``digest`` the sidecar ``NAME.sum`` is written before the rename. Raises
     :class:`~mfc_hpc.errors.OutputError` on any rank's failure, on every rank.
+
+    Before anything is written, rank 0 checks that the file system has room for the file
+    (:func:`estimate_bytes`). The ranks agree on errors after every phase (create,
+    metadata, data, flush, close): under the ``mpio`` driver a rank whose write failed
+    (disk full under one writer) would otherwise leave the others inside the next
+    collective HDF5 call forever.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     pol = policy(comm)
+    writer = pol == "mpio" or comm.rank == 0
     err = None
-    try:
-        if pol == "gather":
-            gathered = comm.gather({k: (sel, b) for k, (shape, sel, b, _) in blocks.items()}, root=0)
-        if pol == "mpio" or comm.rank == 0:
-            kw = {"driver": "mpio", "comm": comm} if pol == "mpio" else {}
-            with h5py.File(tmp, "w", libver=LIBVER, **kw) as f:
-                for k, v in attrs.items():
-                    f.attrs[k] = text_attr(v) if isinstance(v, str) else v
-                for k, (v, a) in small.items():
-                    ds = f.create_dataset(k, data=v)
-                    for ak, av in a.items():
-                        ds.attrs[ak] = text_attr(av) if isinstance(av, str) else av
-                for k, (shape, sel, b, a) in blocks.items():
-                    ds = f.create_dataset(k, shape, dtype="f8")
-                    for ak, av in a.items():
-                        ds.attrs[ak] = text_attr(av) if isinstance(av, str) else av
-                    if pol == "mpio":
-                        with ds.collective:
-                            ds[sel] = b
-                    elif pol == "gather":
-                        for part in gathered:
-                            s2, b2 = part[k]
-                            ds[s2] = b2
-                    else:
-                        ds[sel] = b
-                f.flush()
-                if before_close is not None:
-                    before_close()
-    except Exception as e:  # noqa: BLE001 - any failure ends in one agreed error
-        err = f"cannot write {path}: {_msg(e)}"
+    if comm.rank == 0:
+        why = space_error(path.parent, estimate_bytes(attrs, small, blocks))
+        err = f"cannot write {path}: {why}" if why else None
     err = agree(comm, err)
+    gathered = None
+    if err is None and pol == "gather":
+        gathered = comm.gather({k: (sel, b) for k, (shape, sel, b, _) in blocks.items()}, root=0)
+    f = None
+
+    def phase(fn: Callable[[], None]) -> None:
+        nonlocal err
+        if err is not None:
+            return
+        e = None
+        if writer:
+            try:
+                fn()
+            except Exception as x:  # noqa: BLE001 - any failure ends in one agreed error
+                e = f"cannot write {path}: {_msg(x)}"
+        err = agree(comm, e)
+
+    def create() -> None:
+        nonlocal f
+        kw = {"driver": "mpio", "comm": comm} if pol == "mpio" else {}
+        f = h5py.File(tmp, "w", libver=LIBVER, **kw)
+
+    def metadata() -> None:
+        for k, v in attrs.items():
+            f.attrs[k] = text_attr(v) if isinstance(v, str) else v
+        for k, (v, a) in small.items():
+            ds = f.create_dataset(k, data=v)
+            for ak, av in a.items():
+                ds.attrs[ak] = text_attr(av) if isinstance(av, str) else av
+        for k, (shape, sel, b, a) in blocks.items():
+            ds = f.create_dataset(k, shape, dtype="f8")
+            for ak, av in a.items():
+                ds.attrs[ak] = text_attr(av) if isinstance(av, str) else av
+
+    def data() -> None:
+        for k, (shape, sel, b, a) in blocks.items():
+            ds = f[k]
+            if pol == "mpio":
+                with ds.collective:
+                    ds[sel] = b
+            elif pol == "gather":
+                for part in gathered:
+                    s2, b2 = part[k]
+                    ds[s2] = b2
+            else:
+                ds[sel] = b
+
+    def close() -> None:
+        f.close()
+
+    phase(create)
+    opened = err is None
+    phase(metadata)
+    phase(lambda: f.flush())  # the metadata on disk before the data: a later failure is a data write's
+    phase(data)
+    phase(lambda: f.flush())
+    if err is None and before_close is not None:
+        before_close()
+    full_note = None
+    if err is not None and comm.rank == 0:
+        free = free_bytes(path.parent)
+        if free is not None and free < SPACE_MARGIN and "space" not in err.lower():
+            full_note = f" (the file system is full: {human(free)} free)"
+    if opened and err is not None:
+        # the temporary is discarded: free its space first, or closing it (which flushes
+        # HDF5's metadata) fails on a full disk and leaves a handle that crashes the exit
+        if comm.rank == 0:
+            try:
+                os.truncate(tmp, 0)
+            except OSError:
+                pass
+        agree(comm, None)
+    if opened:  # every rank that opened the file closes it (collective under mpio), even after an error
+        e_close = None
+        if writer:
+            try:
+                close()
+            except Exception as x:  # noqa: BLE001
+                e_close = f"cannot write {path}: {_msg(x)}"
+        e_close = agree(comm, e_close)
+        err = err or e_close
     if err is None and digest:
         try:
             size, dg = file_digest(tmp, comm)
             if comm.rank == 0:
                 write_sidecar(path, size, dg)
-        except Exception as e:  # noqa: BLE001
-            err = f"cannot write the digest of {path}: {_msg(e)}"
-        err = agree(comm, err)
-    if err is None and comm.rank == 0:
-        try:
-            fsync_path(tmp)
-            os.replace(tmp, path)
-            fsync_path(path.parent)
-        except OSError as e:
-            err = f"cannot write {path}: {_msg(e)}"
-    err = agree(comm, err)
+            e = None
+        except Exception as x:  # noqa: BLE001
+            e = f"cannot write the digest of {path}: {_msg(x)}"
+        err = agree(comm, e)
+    if err is None:
+        e = None
+        if comm.rank == 0:
+            try:
+                fsync_path(tmp)
+                os.replace(tmp, path)
+                fsync_path(path.parent)
+            except OSError as x:
+                e = f"cannot write {path}: {_msg(x)}"
+        err = agree(comm, e)
     if err is not None:
         if comm.rank == 0:
+            err += full_note or ""
             for p in (tmp, Path(f"{path}.sum.tmp")):
                 try:
                     p.unlink(missing_ok=True)
                 except OSError:
                     pass
-        comm.Barrier()
+        err = comm.bcast(err, root=0) if comm.size > 1 else err
         raise OutputError(err)
     return path
+
+
+def remove_temporaries(directory: str | Path, names: tuple[str, ...]) -> list[str]:
+    """Remove the temporaries ``.NAME.tmp`` (and ``.NAME.sum.tmp``) that a writer killed
+    while writing left in ``directory``; call only while holding its lock. Returns the
+    names removed."""
+    d = Path(directory)
+    out = []
+    for n in names:
+        for p in (d / f".{n}.tmp", d / f"{n}.sum.tmp"):
+            try:
+                if p.is_file():
+                    p.unlink()
+                    out.append(p.name)
+            except OSError:
+                pass
+    return out
 
 
 # ---------------------------------------------------------------------------- digests

@@ -69,9 +69,11 @@ class DepthTimeMesh:
                 da.setFromOptions()
                 da.setUp()
             except PETSc.Error as e:
+                da_opts = " ".join(f"-{k} {v}" for k, v in PETSc.Options().getAll().items()
+                                   if k.startswith(prefix + "da_"))
                 raise BadInput(f"mesh: PETSc cannot split the {' x '.join(map(str, axes))} mesh over {size} "
-                               f"rank(s) with process grid {list(pg)} (or -{prefix}da_* options): "
-                               f"{petsc_error_message(e)}") from None
+                               f"rank(s) with solver.process_grid = {list(pg)}"
+                               + (f" and {da_opts}" if da_opts else "") + f": {petsc_error_message(e)}") from None
         self.da = da
         r = da.getRanges()
         g = da.getGhostRanges()
