@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import BadInput
 from .checksum import CHECKSUM, checksum_block, hex64
-from .hdf5 import HDF5_SIGNATURE, agree, open_read, probe_in_child, read_block, verify_digest
+from .hdf5 import HDF5_SIGNATURE, ChildView, agree, open_read, read_block, read_in_child, verify_digest
 from .layout import STATE
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "CheckpointError", "NAME", "meta_crc", "probe", "probe_collective",
@@ -93,8 +93,9 @@ def _mesh(m: Any, path) -> dict:
 
 
 def probe(path: str | Path) -> dict:
-    """Check ``path`` serially: its digest sidecar (or, without one, a child-process open
-    with a time limit) before HDF5 parses it, then the header and the small datasets.
+    """Check ``path`` serially: its digest sidecar before HDF5 parses it (or, without one,
+    a child process with a time limit reads it and this process only looks at what the
+    child read), then the header and the small datasets.
 
     Returns the header (``mesh``, ``config``, ``resume``, ``versions``, checksums, ...).
     Raises :class:`CheckpointError` saying why the file is unusable: missing, not HDF5
@@ -111,12 +112,21 @@ def probe(path: str | Path) -> dict:
     if sig != HDF5_SIGNATURE:
         raise _fail(path, "foreign file: not HDF5" + (" (empty)" if not sig else ""))
     try:
-        if not verify_digest(path):
-            probe_in_child(path)
+        signed = verify_digest(path)
+        # without a digest HDF5 never parses the file in this process: a child reads it
+        info = None if signed else read_in_child(path)
     except BadInput as e:
         msg = str(e).split(": ", 1)[-1]
         raise _fail(path, msg if "truncated" in msg or "corrupted" in msg or "damaged" in msg
                     else f"damaged ({msg})") from None
+    if info is not None:
+        try:
+            return _header(path, ChildView(info))
+        except CheckpointError:
+            raise
+        except Exception as e:  # noqa: BLE001 - whatever the child read is damaged
+            raise _fail(path, f"damaged file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") \
+                from None
     try:
         f = h5py.File(path, "r", driver=None)
     except Exception as e:  # noqa: BLE001 - h5py raises OSError with HDF5's reason
@@ -219,7 +229,8 @@ def _header(path: Path, f) -> dict:
             "resume": parsed["resume"], "versions": parsed.get("versions"), "checksums": sums,
             "has_good": "good" in f, "axes": axes, "t": arrays["t"],
             "residuals": arrays.get("residuals", np.zeros(0)).tolist(),
-            "process_grid": pg, **{k: a.get(k) for k in ("created", "reason", "sequence", "ranks")}}
+            "process_grid": pg, "created": a.get("created"), "reason": a.get("reason"),
+            **{k: None if a.get(k) is None else int(a[k]) for k in ("sequence", "ranks")}}
 
 
 #: why a checkpoint was written

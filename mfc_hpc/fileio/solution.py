@@ -28,7 +28,7 @@ from ..errors import BadInput
 from ..parallel.events import EVENTS
 from ..parallel.mesh import DepthTimeMesh
 from .checksum import CHECKSUM, checksum_block, hex64
-from .hdf5 import HDF5_SIGNATURE, probe_in_child, verify_digest, write_file
+from .hdf5 import HDF5_SIGNATURE, read_in_child, verify_digest, write_file
 from .layout import global_shape, owned_blocks, selection
 from .summary import json_default
 
@@ -93,21 +93,27 @@ def read_solution(path: str | Path, verify: bool = True, probe: bool = True) -> 
     with open(path, "rb") as fh:
         if fh.read(8) != HDF5_SIGNATURE:
             raise BadInput(f"{path}: not an mfc_hpc solution file (not HDF5)")
-    if probe and not verify_digest(path):
-        probe_in_child(path)
+    info = read_in_child(path) if probe and not verify_digest(path) else None  # no digest: a child reads it first
     try:
         with h5py.File(path, "r") as f:
-            fmt = _text(f.attrs.get("format"))
+            if info is None:
+                root = {k: _text(v) for k, v in f.attrs.items()}
+                names = [k for k in f.keys() if isinstance(f[k], h5py.Dataset)]
+                sums = {k: _text(f[k].attrs.get("checksum")) for k in names}
+            else:  # this process never parses the attributes of an unsigned file (HDF5's global heap)
+                root = dict(info["attrs"])
+                names = [k for k in info["datasets"] if "/" not in k]
+                sums = {k: info["datasets"][k]["attrs"].get("checksum") for k in names}
+            fmt = root.get("format")
             if fmt != SOLUTION_FORMAT:
                 raise BadInput(f"{path}: not an mfc_hpc solution file (format {fmt!r})")
-            ver = int(f.attrs.get("format_version", 1))
+            ver = int(root.get("format_version", 1))
             if ver > SOLUTION_VERSION:
                 raise BadInput(f"{path}: format version {ver} is newer than this mfc_hpc reads ({SOLUTION_VERSION})")
-            out = {k: f[k][()] for k in f.keys() if isinstance(f[k], h5py.Dataset)}
-            sums = {k: _text(f[k].attrs.get("checksum")) for k in out}
+            out = {k: f[k][()] for k in names}
             out["attrs"] = {}
-            for k, v in f.attrs.items():
-                v = _text(v)
+            for k, v in root.items():
+                v = v.item() if isinstance(v, np.generic) else v  # plain types, whoever read them
                 if k in ("config", "versions") and isinstance(v, str):
                     try:
                         v = json.loads(v)

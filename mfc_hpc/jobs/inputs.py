@@ -33,14 +33,17 @@ from pathlib import Path
 
 from ..config import Config, load_config
 from ..config.sections import CheckpointConfig
+from ..drivers.run import grid_levels
 from ..errors import BadInput
 from ..fileio.hdf5 import SPACE_MARGIN, HDF5_SIGNATURE, free_bytes, human, remove_temporaries
 from ..fileio.lock import DirectoryLock
 from ..parallel.agreement import collective, on_every_rank
+from ..parallel.mesh import process_grid_error
 from ..parallel.options import check_user_options
 from ..problem.build import Problem, build_problem
 
 __all__ = ["SolveInputs", "CheckpointOverrides", "check_solve_inputs", "load_config_collective", "check_options",
+           "check_process_grid", "check_data_files",
            "prepare_dir", "check_input_file", "lock_dirs", "release_locks", "solution_bytes", "checkpoint_bytes",
            "OUTPUT_NAMES"]
 
@@ -61,6 +64,38 @@ def load_config_collective(path: str | Path, comm) -> Config:
 def check_options(comm) -> None:
     """The user's ``-mfc_*`` PETSc options (values, types, ranges), agreed by all ranks."""
     on_every_rank(_mpi(comm), check_user_options)
+
+
+def check_data_files(cfg: Config) -> None:
+    """HDF5 data tables are opened in a child process with a time limit before the
+    problem reads them (a damaged HDF5 file can hang or crash the HDF5 library); call on
+    the rank that reads them."""
+    from ..fileio.hdf5 import probe_in_child
+
+    files = []
+    if cfg.data is not None and not cfg.data.file.startswith("builtin:"):
+        files.append(("data.file", cfg.data.file))
+    for f in [c.samples for c in cfg.classes] + [t.samples for t in cfg.loss.targets]:
+        if f:
+            files.append(("samples", f))
+    for key, f in files:
+        if Path(f).suffix.lower() in (".h5", ".hdf5"):
+            with open(f, "rb") as fh:
+                if fh.read(8) != HDF5_SIGNATURE:
+                    raise BadInput(f"{key}: {f} is not an HDF5 file")
+            try:
+                probe_in_child(f)
+            except BadInput as e:
+                raise BadInput(f"{key}: {e}") from None
+
+
+def check_process_grid(problem: Problem, size: int) -> None:
+    """``solver.process_grid`` against the rank count and the mesh (every grid level is a
+    coarsening of the finest mesh, whose decomposition is what is chosen here)."""
+    why = process_grid_error(tuple(problem.cfg.solver.process_grid), tuple(problem.grid.nodes) + (problem.d.N + 1,),
+                             size)
+    if why:
+        raise BadInput(why)
 
 
 def check_input_file(path: str | Path, what: str, comm, hdf5: bool = False) -> Path:
@@ -259,7 +294,10 @@ def check_solve_inputs(config: str | Path, out: str | Path, comm, overrides: Che
     if restart is not None and not str(restart).strip():
         raise BadInput("--restart: needs a checkpoint file or 'auto'")
     check_options(mpi)
+    collective(mpi, check_data_files, cfg)
     problem = collective(mpi, build_problem, cfg)
+    grid_levels(problem.cfg)  # ConfigError if the grid-sequencing levels do not fit the mesh
+    check_process_grid(problem, mpi.size)
     if restart is not None and str(restart) != "auto":
         check_input_file(restart, "--restart", mpi, hdf5=False)
     ckdir = None
