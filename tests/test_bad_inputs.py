@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from bad_inputs import (Case, check_result, cli_cases, digest_tree, good_fingerprints, make_corpus)
-from conftest import PYTHON, REPO, mpi_env
+from conftest import PYTHON, REPO, mpi_env  # noqa: F401
 
 HERE = Path(__file__).resolve().parent
 PROBE_TIMEOUT = "5"  # seconds the child-process probe of an HDF5 file without a digest may take
@@ -98,7 +98,7 @@ def test_the_corpus_is_large_and_covers_every_category(corpus):
                        ("output", 15), ("cli", 40)):
         assert by[cat] >= least, (cat, by)
     ck = [c for c in cases if c.category == "checkpoint"]
-    assert sum("no_sidecar/flip" in c.id for c in ck) >= 50 and sum("with_sidecar/flip" in c.id for c in ck) >= 50
+    assert sum("no_sidecar/flip" in c.id for c in ck) >= 40 and sum("with_sidecar/flip" in c.id for c in ck) >= 100
     assert sum("truncated" in c.id for c in ck) >= 30
     assert any("v1/gcol" in c.id for c in ck)
     assert sum(c.ranks == 2 for c in cli) >= 8
@@ -128,7 +128,9 @@ def test_in_process_corpus(corpus, tmp_path):
 
 
 def run_cli_case(c: Case) -> tuple[int | None, str, str, float]:
-    cmd = ["mpiexec", "-n", str(c.ranks), PYTHON, "-m", "mfc_hpc"] + list(c.args)
+    """One command line: ``python -m mfc_hpc ...`` on one rank (as ``mfc-hpc`` runs without
+    a launcher), ``mpiexec -n P python -m mfc_hpc ...`` on more."""
+    cmd = ([PYTHON] if c.ranks == 1 else ["mpiexec", "-n", str(c.ranks), PYTHON]) + ["-m", "mfc_hpc"] + list(c.args)
     env = {**mpi_env(), "MFC_HDF5_PROBE_TIMEOUT": PROBE_TIMEOUT, "MFC_AGREE_TIMEOUT": "30"}
     t = time.monotonic()
     p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -145,7 +147,7 @@ def run_cli_case(c: Case) -> tuple[int | None, str, str, float]:
 def test_command_line_corpus(corpus):
     fx, _, cli = corpus
     before = digest_tree(fx.protected)
-    failures = []
+    failures, times = [], []
     t0 = time.monotonic()
     for c in cli:
         code, out, err, dt = run_cli_case(c)
@@ -167,5 +169,7 @@ def test_command_line_corpus(corpus):
             before = after
         if why:
             failures.append(f"{c.id} ({c.ranks} rank{'s' if c.ranks > 1 else ''}, {dt:.1f} s): {why}")
-    print(f"\n{len(cli)} command lines in {time.monotonic() - t0:.1f} s")
+        times.append((dt, c.id))
+    print(f"\n{len(cli)} command lines in {time.monotonic() - t0:.1f} s; slowest: "
+          f"{[(f'{t:.1f} s', i) for t, i in sorted(times, reverse=True)[:3]]}")
     assert not failures, f"{len(failures)} of {len(cli)} command lines wrong:\n" + "\n".join(failures)

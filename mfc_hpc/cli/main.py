@@ -108,6 +108,11 @@ def _exit_agreement(code: int, msg: str = "") -> int:
         from mpi4py import MPI
     except ImportError:  # pragma: no cover
         return code
+    try:  # the options of a refused run were never used: no "unused option" report at exit
+        from petsc4py import PETSc
+        PETSc.Options().delValue("options_left")
+    except Exception:  # noqa: BLE001
+        pass
     if not MPI.Is_initialized() or MPI.Is_finalized() or _EXIT_COMM is None or _EXIT_COMM.size == 1:
         return code
     import time
