@@ -8,16 +8,21 @@ writing one file with mode ``"w"``); on one rank plainly. Files use the HDF5 1.1
 attributes as fixed-length strings, so nothing lives in the unchecksummed global heap.
 
 *Atomic*: a file is written under a temporary name in its directory, flushed, fsynced and
-renamed; any failure on any rank (disk full, permissions, an I/O error) is agreed on by
-all ranks, the temporary is removed and :class:`~mfc_hpc.errors.OutputError` names the
-file, so the previous file of that name is never replaced by a partial one.
+renamed. Rank 0 first checks that the file system has room for it (:func:`space_error`),
+and the ranks agree on errors after every phase (create, metadata, data, flush, close:
+under ``mpio`` a rank whose write failed would otherwise leave the others inside the next
+collective HDF5 call); on any failure the temporary is truncated (so that closing it
+cannot fail on a full disk), closed and removed, and :class:`~mfc_hpc.errors.OutputError`
+names the file on every rank: the previous file of that name is never replaced by a
+partial one.
 
 *Digest* (:func:`file_digest`): the ``mix64-sum-v1`` checksum of the file's bytes as 64-bit
 words, computed collectively (each rank reads its share of the byte range). Checkpoints
-carry it in a sidecar ``NAME.sum`` and are verified against it *before* HDF5 parses them:
-a flipped bit in HDF5 metadata can make HDF5 1.10 hang, and a file that fails the digest
-is never opened. Files without a sidecar are probed in a child process with a time limit
-(:func:`probe_in_child`).
+and ``solution.h5`` carry it in a sidecar ``NAME.sum`` and are verified against it
+*before* HDF5 parses them: a flipped bit in HDF5 metadata can make HDF5 1.10 hang or
+crash, and a file that fails the digest is never opened. A file without a sidecar (format
+1, or a sidecar lost) is read by a child process with a time limit (:func:`read_in_child`)
+and this process looks only at what the child read (:class:`ChildView`).
 """
 from __future__ import annotations
 
