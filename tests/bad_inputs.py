@@ -1205,6 +1205,7 @@ def cli_cases(fx: Fixtures) -> list[Case]:
     c("restart_missing", ["solve", cfg, "--out", fx.path("r6"), "--restart", fx.root / "none.h5"],
       r"--restart: no such file")
     c("inspect_corrupted", ["inspect", flip], r"corrupted file")
+    c("inspect_corrupted_2_ranks", ["inspect", flip], r"corrupted file", ranks=2)
     c("inspect_bogus_phase", ["inspect", bogus], r"phase = 'bogus'")
     c("inspect_text", ["inspect", fx.csv], r"foreign file: not HDF5")
     trunc = fx.path("trunc_solution.h5")

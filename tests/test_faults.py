@@ -296,6 +296,31 @@ def test_read_only_on_one_rank_does_not_hang(tmp_path, one):
     assert not (base / "out" / LOCK_NAME).exists() and not list((base / "out").glob("*.h5"))
 
 
+FILE_RANK = textwrap.dedent("""\
+    #!/bin/sh
+    # this rank sees PARENT as a fresh tmpfs in which NAME is a file (a private mount namespace)
+    parent="$1"; name="$2"; shift 2
+    exec unshare -m --propagation private sh -c 'mount -t tmpfs tmpfs "$0" && touch "$0/$1" && shift && exec "$@"' "$parent" "$name" "$@"
+""")
+
+
+@needs_mount
+def test_checkpoint_directory_a_file_on_one_rank_does_not_hang(tmp_path, one):
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1)")
+    wrap = tmp_path / "file_rank.sh"
+    wrap.write_text(FILE_RANK)
+    wrap.chmod(0o755)
+    parent = tmp_path / "ckparent"
+    parent.mkdir()
+    args = ["-m", "mfc_hpc", "solve", str(one), "--out", str(tmp_path / "out"), "--checkpoint-dir", str(parent / "ck")]
+    cmd = ["mpiexec", "-n", "1", PYTHON] + args + [":", "-n", "1", str(wrap), str(parent), "ck", PYTHON] + args
+    p = subprocess.run(cmd, capture_output=True, text=True, env={**mpi_env(), **ENV}, cwd=REPO, timeout=120)
+    assert p.returncode == 2, p.stderr[-2000:]
+    line = error_line(p)
+    assert "--checkpoint-dir:" in line and "is not a directory (on rank 1" in line, line
+
+
 # ---------------------------------------------------------------------------- kill -9, SIGTERM, locks
 
 def test_kill9_during_a_write_then_the_stale_lock_is_taken_over(tmp_path, two):
