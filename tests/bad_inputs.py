@@ -638,12 +638,6 @@ def _flip(src: Path, dst: Path, off: int, bit: int) -> None:
     dst.write_bytes(bytes(raw))
 
 
-def _copy_with_sidecar(src: Path, dst: Path, sidecar: bool) -> None:
-    shutil.copy(src, dst)
-    if sidecar and Path(f"{src}.sum").exists():
-        shutil.copy(f"{src}.sum", f"{dst}.sum")
-
-
 def edit_checkpoint(src: Path, dst: Path, attrs: dict | None = None, datasets: dict | None = None,
                     drop: tuple[str, ...] = (), recompute: bool = True, resign: bool = True) -> Path:
     """A copy of a checkpoint with some attributes or datasets changed, its CRC (and the

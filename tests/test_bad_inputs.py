@@ -21,7 +21,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -131,7 +130,8 @@ def run_cli_case(c: Case) -> tuple[int | None, str, str, float]:
     """One command line: ``python -m mfc_hpc ...`` on one rank (as ``mfc-hpc`` runs without
     a launcher), ``mpiexec -n P python -m mfc_hpc ...`` on more."""
     cmd = ([PYTHON] if c.ranks == 1 else ["mpiexec", "-n", str(c.ranks), PYTHON]) + ["-m", "mfc_hpc"] + list(c.args)
-    env = {**mpi_env(), "MFC_HDF5_PROBE_TIMEOUT": PROBE_TIMEOUT, "MFC_AGREE_TIMEOUT": "30"}
+    env = {**mpi_env(), "MFC_HDF5_PROBE_TIMEOUT": PROBE_TIMEOUT, "MFC_AGREE_TIMEOUT": "30",
+           "MFC_FS_SETTLE_SECONDS": "1"}
     t = time.monotonic()
     p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True)

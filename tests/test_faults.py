@@ -69,7 +69,7 @@ gamma = 5.0
 continuation = "always"
 nu_start = 0.1
 """
-ENV = {"MFC_AGREE_TIMEOUT": "20"}
+ENV = {"MFC_AGREE_TIMEOUT": "20", "MFC_FS_SETTLE_SECONDS": "1"}
 
 
 def can_mount() -> bool:
@@ -141,12 +141,6 @@ def wait_for(pred, p: subprocess.Popen, timeout: float = 180) -> None:
             os.killpg(p.pid, signal.SIGKILL)
             pytest.fail("timed out")
         time.sleep(0.02)
-
-
-def digests(d: Path) -> dict:
-    import hashlib
-    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*"))
-            if p.is_file()}
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ import dataclasses
 import math
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,6 +127,15 @@ def check_input_file(path: str | Path, what: str, comm, hdf5: bool = False) -> P
     return p
 
 
+def _settle_seconds() -> float:
+    """How long a rank waits to see a directory rank 0 just created (``MFC_FS_SETTLE_SECONDS``,
+    default 10: NFS caches that a name does not exist)."""
+    try:
+        return float(os.environ.get("MFC_FS_SETTLE_SECONDS", "10"))
+    except ValueError:
+        return 10.0
+
+
 def _where(mpi) -> str:
     return f" (on rank {mpi.rank}, host {socket.gethostname()})" if mpi.size > 1 else ""
 
@@ -151,6 +161,13 @@ def prepare_dir(path: str | Path, option: str, comm, need_bytes: int = 0) -> Pat
 
     def check() -> None:
         where = _where(mpi)
+        deadline = time.monotonic() + _settle_seconds()
+        while not p.is_dir() and mpi.rank != 0 and time.monotonic() < deadline:
+            try:  # a network file system may show rank 0's new directory a little later
+                os.listdir(p.parent)
+            except OSError:
+                pass
+            time.sleep(0.2)
         if not p.is_dir():
             raise BadInput(f"{option}: {p} is not a directory{where} (every rank must see the output directory)")
         probe = p / f".mfc_write_test.{socket.gethostname()}.{os.getpid()}"

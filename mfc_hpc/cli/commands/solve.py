@@ -7,9 +7,7 @@ writes a checkpoint at the next safe point and exits 75.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
-from pathlib import Path
 
 log = logging.getLogger("solve")
 
