@@ -126,6 +126,10 @@ def config_from_dict(raw: dict, base: Path | str = ".") -> Config:
             raise ConfigError(f"{k}: unknown section (allowed: {', '.join(sorted(SECTIONS))})")
     ndim = _dimension(raw)
     if ndim not in (1, 2):
+        mesh = raw.get("mesh", {})
+        data = raw.get("data")
+        if MeshConfig.dims_of(mesh) is None and isinstance(data, dict) and "features" in data:
+            raise ConfigError(f"data.features: the state dimension must be 1 or 2, got {ndim}")
         raise ConfigError(f"mesh: the state dimension must be 1 or 2, got {ndim}")
     classes_raw = raw.get("classes")
     data = None

@@ -25,7 +25,7 @@ from ..parallel.options import PREFIX, level_prefix
 from ..parallel.snes import MeshSolver, NewtonCursor, NewtonSettings, SolveResult
 from ..problem.build import Problem
 from .continuation import continue_parameter
-from .diagnostics import diagnostics
+from .diagnostics import diagnostics, sanity
 from .optimisation import optimisation_solve, zero_network_walk
 from .state import Phase, RunState
 
@@ -354,8 +354,15 @@ class Run:
             prev = ms
         ms = self.solvers[-1] if ok else ms
         diag = diagnostics(ms.mesh, ms.X, ms.d, ms.bd)
-        if ok and (not diag["finite"] or not math.isfinite(diag["cost"]["total"])):
-            ok, failure = False, "the solution has non-finite values (reported as not converged)"
+        bad, warning = sanity(diag)  # non-finite values or strongly negative densities: never "converged"
+        if bad is not None:
+            if ok:
+                ok, failure = False, bad
+            else:
+                failure = f"{failure}; {bad}"
+        self.warnings = [warning] if warning is not None else []
+        if warning is not None:
+            log.warning("%s", warning)
         zero = zero_network_cost(self.problem, self.comm) if ok else None
         self.final = ms
         summary = self.summary(ms, ok, failure, history, diag, zero)
@@ -380,6 +387,7 @@ class Run:
             "diagnostics": diag,
             "zero_network_cost": zero,
             "notes": list(self.problem.notes),
+            "warnings": list(getattr(self, "warnings", [])),
             "timings": {"setup": self.t_setup, "total": time.perf_counter() - self.t_start, **phase_times()},
         }
         for o in self.observers:

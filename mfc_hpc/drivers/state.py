@@ -107,12 +107,26 @@ class RunState:
         level = count(r.get("level"), "level", 0, max(levels - 1, 0))
         attempt = count(r.get("attempt", 0), "attempt", 0, 1)
         for key in ("record", "prior"):
-            if r.get(key) is not None and not isinstance(r[key], dict):
+            v = r.get(key)
+            if v is None:
+                continue
+            if not isinstance(v, dict):
                 raise bad(f"{key} is not a table")
+            st = v.get("stages", [])
+            if not isinstance(st, list) or not all(isinstance(x, dict) for x in st):
+                raise bad(f"{key}.stages")
+            ni = v.get("newton_iterations", 0)
+            if isinstance(ni, bool) or not isinstance(ni, int) or ni < 0:
+                raise bad(f"{key}.newton_iterations = {ni!r}")
         rec = r.get("record")
-        if rec is not None and (not isinstance(rec.get("stages", []), list)
-                                or not isinstance(rec.get("newton_iterations", 0), int)):
-            raise bad("record.stages")
+        mesh = r.get("mesh")
+        if mesh is not None:
+            nodes = mesh[0] if isinstance(mesh, list) and len(mesh) == 2 else None
+            nodes = [nodes] if isinstance(nodes, int) and not isinstance(nodes, bool) else nodes
+            if not (isinstance(nodes, list) and 1 <= len(nodes) <= 3
+                    and all(isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 1 << 24 for v in nodes)
+                    and isinstance(mesh[1], int) and not isinstance(mesh[1], bool) and 1 <= mesh[1] <= 1 << 24):
+                raise bad(f"mesh = {mesh!r}")
         hist = r.get("history", [])
         if not isinstance(hist, list) or len(hist) != level or not all(isinstance(h, dict) for h in hist):
             raise bad(f"history has {len(hist) if isinstance(hist, list) else '?'} levels, level is {level}")
@@ -121,14 +135,23 @@ class RunState:
         if c is not None:
             if not isinstance(c, dict) or c.get("param") not in PARAMETERS:
                 raise bad(f"cont.param = {c.get('param') if isinstance(c, dict) else c!r}")
-            if not isinstance(c.get("records", []), list):
+            if not isinstance(c.get("records", []), list) or not all(isinstance(x, dict) for x in c.get("records", [])):
                 raise bad("cont.records")
+            want = {"loss": Phase.LOSS, "nu": Phase.NU}[c["param"]]
+            if phase != want:
+                raise bad(f"a {c['param']} continuation cursor in phase {phase.value} (expected {want.value})")
+            if not isinstance(c.get("step"), (int, float)) or isinstance(c.get("step"), bool) or not c["step"] > 0:
+                raise bad(f"cont.step = {c.get('step')!r}")
             cont = ContinuationCursor(
                 param=c["param"], u=real(c.get("u"), "cont.u"), step=real(c.get("step"), "cont.step", 0.0),
                 stages=count(c.get("stages"), "cont.stages"), value=real(c.get("value"), "cont.value"),
                 records=list(c.get("records", [])), newton_iterations=count(c.get("newton_iterations", 0),
                                                                             "cont.newton_iterations"),
                 target_u=None if c.get("target_u") is None else real(c["target_u"], "cont.target_u"))
+            if cont.param == "loss" and not (0.0 <= cont.value <= 1.0 and 0.0 <= cont.u <= 1.0):
+                raise bad(f"cont.value = {cont.value!r} (a loss weight in [0, 1])")
+            if cont.param == "nu" and not cont.value > 0:
+                raise bad(f"cont.value = {cont.value!r} (nu > 0)")
         newton = None
         n = r.get("newton")
         if n is not None:
@@ -136,6 +159,8 @@ class RunState:
                 raise bad("newton.history")
             newton = NewtonCursor(count(n.get("iteration"), "newton.iteration"),
                                   [real(f, "newton.history", 0.0) for f in n["history"]])
+            if len(newton.history) != newton.iteration + 1:
+                raise bad(f"newton.history has {len(newton.history)} residuals at iteration {newton.iteration}")
         p = r.get("params") or {}
         if not isinstance(p, dict):
             raise bad("params")

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import BadInput
 from .checksum import CHECKSUM, checksum_block, hex64
-from .hdf5 import HDF5_SIGNATURE, agree, open_read, probe_in_child, read_block, verify_digest
+from .hdf5 import HDF5_SIGNATURE, ChildView, agree, open_read, read_block, read_in_child, verify_digest
 from .layout import STATE
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "CheckpointError", "NAME", "meta_crc", "probe", "probe_collective",
@@ -93,8 +93,9 @@ def _mesh(m: Any, path) -> dict:
 
 
 def probe(path: str | Path) -> dict:
-    """Check ``path`` serially: its digest sidecar (or, without one, a child-process open
-    with a time limit) before HDF5 parses it, then the header and the small datasets.
+    """Check ``path`` serially: its digest sidecar before HDF5 parses it (or, without one,
+    a child process with a time limit reads it and this process only looks at what the
+    child read), then the header and the small datasets.
 
     Returns the header (``mesh``, ``config``, ``resume``, ``versions``, checksums, ...).
     Raises :class:`CheckpointError` saying why the file is unusable: missing, not HDF5
@@ -111,12 +112,21 @@ def probe(path: str | Path) -> dict:
     if sig != HDF5_SIGNATURE:
         raise _fail(path, "foreign file: not HDF5" + (" (empty)" if not sig else ""))
     try:
-        if not verify_digest(path):
-            probe_in_child(path)
+        signed = verify_digest(path)
+        # without a digest HDF5 never parses the file in this process: a child reads it
+        info = None if signed else read_in_child(path)
     except BadInput as e:
         msg = str(e).split(": ", 1)[-1]
         raise _fail(path, msg if "truncated" in msg or "corrupted" in msg or "damaged" in msg
                     else f"damaged ({msg})") from None
+    if info is not None:
+        try:
+            return _header(path, ChildView(info))
+        except CheckpointError:
+            raise
+        except Exception as e:  # noqa: BLE001 - whatever the child read is damaged
+            raise _fail(path, f"damaged file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") \
+                from None
     try:
         f = h5py.File(path, "r", driver=None)
     except Exception as e:  # noqa: BLE001 - h5py raises OSError with HDF5's reason
@@ -170,6 +180,7 @@ def _header(path: Path, f) -> dict:
         raise _fail(path, f"damaged: process_grid {a.get('process_grid')!r}")
     if not isinstance(parsed.get("config"), dict) or not isinstance(parsed.get("resume"), dict):
         raise _fail(path, "damaged: config or resume is not a table")
+    _check_attributes(path, a, parsed["resume"], mesh, pg)
     nodes, N, K = tuple(mesh["nodes"]), mesh["layers"], mesh["classes"]
     big = (N + 1, K) + nodes
     shapes = {"rho": big, "phi": big, "t": (N + 1,)}
@@ -206,11 +217,59 @@ def _header(path: Path, f) -> dict:
     for k, x in enumerate(axes):
         if not (np.all(np.isfinite(x)) and np.all(np.diff(x) > 0)):
             raise _fail(path, f"damaged: the coordinates of axis {k + 1} do not increase")
+        tol = 1e-9 * max(1.0, abs(mesh["x_max"][k] - mesh["x_min"][k]))
+        if abs(x[0] - mesh["x_min"][k]) > tol or abs(x[-1] - mesh["x_max"][k]) > tol:
+            raise _fail(path, f"damaged: the coordinates of axis {k + 1} span [{x[0]:g}, {x[-1]:g}], the mesh "
+                              f"attribute says [{mesh['x_min'][k]:g}, {mesh['x_max'][k]:g}]")
+    t = arrays["t"]
+    if not (np.all(np.isfinite(t)) and np.all(np.diff(t) > 0) and abs(t[0]) <= 1e-12 * mesh["depth"]
+            and abs(t[-1] - mesh["depth"]) <= 1e-9 * mesh["depth"]):
+        raise _fail(path, f"damaged: the depth levels t do not increase from 0 to the depth {mesh['depth']:g}")
     return {"path": str(path), "format": fmt, "format_version": ver, "mesh": mesh, "config": parsed["config"],
             "resume": parsed["resume"], "versions": parsed.get("versions"), "checksums": sums,
             "has_good": "good" in f, "axes": axes, "t": arrays["t"],
             "residuals": arrays.get("residuals", np.zeros(0)).tolist(),
-            "process_grid": pg, **{k: a.get(k) for k in ("created", "reason", "sequence", "ranks")}}
+            "process_grid": pg, "created": a.get("created"), "reason": a.get("reason"),
+            **{k: None if a.get(k) is None else int(a[k]) for k in ("sequence", "ranks")}}
+
+
+#: why a checkpoint was written
+REASONS = ("newton", "stage", "level", "time", "signal")
+#: the most grid levels a run can have (``solver.grid_levels`` <= 30)
+MAX_LEVELS = 31
+
+
+def _check_attributes(path, a: dict, resume: dict, mesh: dict, pg: list) -> None:
+    """The attributes restart and ``inspect`` trust, beyond the CRC: the resume cursor's
+    schema (:meth:`mfc_hpc.drivers.state.RunState.from_json`: phase names, level range,
+    counters, finite parameters), the reason, sequence and rank count, the process grid."""
+    from ..drivers.state import RunState
+
+    try:
+        RunState.from_json(resume, MAX_LEVELS, where=f"checkpoint {path}")  # names the field
+    except BadInput as e:
+        raise CheckpointError(str(e)) from None
+    for key in ("restarts", "newton_total"):
+        v = resume.get(key, 0)
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 10 ** 9:
+            raise _fail(path, f"damaged resume metadata: {key} = {v!r}")
+    w = resume.get("wall_used", 0.0)
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not (0.0 <= w < 1e12):
+        raise _fail(path, f"damaged resume metadata: wall_used = {w!r}")
+    if a.get("reason") is not None and a.get("reason") not in REASONS:
+        raise _fail(path, f"damaged: reason {a.get('reason')!r} (expected one of {', '.join(REASONS)})")
+    for key in ("sequence", "ranks"):
+        v = a.get(key)
+        if v is None:
+            continue
+        try:
+            ok = int(v) == v and 1 <= int(v) <= 10 ** 9
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            raise _fail(path, f"damaged: attribute {key!r} = {v!r}")
+    if pg and len(pg) != mesh["dim"] + 1:
+        raise _fail(path, f"damaged: process_grid {pg} has {len(pg)} entries for a {mesh['dim']}-D state")
 
 
 def probe_collective(path: str | Path, comm) -> dict:
@@ -278,8 +337,11 @@ def find_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
 
 
 def newest_good(directory: str | Path, comm, log=None) -> tuple[Path | None, dict | None]:
-    """The newest checkpoint in ``directory`` whose header and checksums verify."""
-    for _, p in find_checkpoints(directory):
+    """The newest checkpoint in ``directory`` whose header and checksums verify
+    (collective: rank 0 lists the directory, so every rank tries the same files)."""
+    from ..parallel.agreement import collective
+
+    for _, p in collective(comm, find_checkpoints, directory):
         try:
             return p, verify(p, comm)
         except CheckpointError as e:

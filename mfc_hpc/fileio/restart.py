@@ -38,13 +38,13 @@ from petsc4py import PETSc
 from ..config.sections import CheckpointConfig
 from ..drivers.run import Run, RunObserver
 from ..drivers.state import RunState
-from ..errors import OutputError
+from ..errors import EXIT_BAD_INPUT, BadInput
 from ..parallel.events import EVENTS
 from ..parallel.snes import MeshSolver
 from .checkpoint import (FORMAT, FORMAT_VERSION, CheckpointError, _fail, check_sums, find_checkpoints, meta_crc,
                          newest_good, probe_collective, read_collective, state_names, verify)
 from .checksum import CHECKSUM, checksum_block, hex64
-from .hdf5 import write_file
+from .hdf5 import agree, write_file
 from .layout import fill_owned, global_shape, owned_blocks, selection
 from .solution import axis_datasets
 from .summary import json_default, versions
@@ -128,21 +128,26 @@ class Checkpointer(RunObserver):
         self.t0 = time.perf_counter()
         self.last_write = time.monotonic()
         self._old_handlers: dict = {}
-        err = None
+        err, seq = None, 1
         if self.comm.rank == 0 and (self.settings.enabled or restart):
             try:
+                if self.directory.exists() and not self.directory.is_dir():
+                    raise NotADirectoryError(20, "exists and is not a directory")
                 if self.settings.enabled:
                     self.directory.mkdir(parents=True, exist_ok=True)
                     for p in self.directory.glob(".ckpt_*.h5.tmp*"):  # left by a run killed while writing
                         log.info("removing stale partial checkpoint %s", p.name)
                         p.unlink(missing_ok=True)
+                    for p in self.directory.glob("ckpt_*.h5.sum.tmp"):
+                        p.unlink(missing_ok=True)
+                found = find_checkpoints(self.directory)  # rank 0 lists: the ranks never disagree
+                seq = found[0][0] + 1 if found else 1
             except OSError as e:
                 err = f"checkpoint directory {self.directory}: {e.strerror or e}"
-        errs = [e for e in self.comm.allgather(err) if e]
-        if errs:
-            raise OutputError(errs[0])
-        found = find_checkpoints(self.directory)
-        self.seq = self.comm.bcast(found[0][0] + 1 if found else 1, root=0)
+        err = agree(self.comm, err, code=EXIT_BAD_INPUT)
+        if err:
+            raise BadInput(err)
+        self.seq = self.comm.bcast(seq, root=0)
 
     # ------------------------------------------------------------------ signals
     def _handler(self, signum, frame) -> None:  # only sets a flag: checked at the next safe point
@@ -374,9 +379,12 @@ class Checkpointer(RunObserver):
                    {k: (shape, sel, v, {"checksum": sums[k]}) for k, v in blocks.items()},
                    before_close=(lambda: time.sleep(pause)) if pause > 0 else None, digest=True)
         if self.comm.rank == 0:
-            for _, old in find_checkpoints(self.directory)[self.settings.keep:]:
-                old.unlink(missing_ok=True)
-                Path(f"{old}.sum").unlink(missing_ok=True)
+            try:
+                for _, old in find_checkpoints(self.directory)[self.settings.keep:]:
+                    old.unlink(missing_ok=True)
+                    Path(f"{old}.sum").unlink(missing_ok=True)
+            except OSError as e:  # the new checkpoint is written: only the clean-up failed
+                log.warning("could not delete old checkpoints in %s: %s", self.directory, e.strerror or e)
         self.comm.Barrier()
         self.seq += 1
         self.last_write = time.monotonic()

@@ -46,6 +46,13 @@ def write_xdmf(h5path: str | Path, nodes: tuple[int, ...], N: int, K: int, names
             f'      <Geometry GeometryType="{geo}">\n{geom}      </Geometry>\n{body}    </Grid>\n  </Domain>\n</Xdmf>\n')
     out = h5path.with_suffix(".xmf")
     tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    try:
+        tmp.write_text(text)
+        tmp.replace(out)
+    except OSError:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise
     return out

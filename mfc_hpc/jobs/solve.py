@@ -12,13 +12,14 @@ from petsc4py import PETSc
 
 from ..config import Config
 from ..drivers.run import Run
-from ..errors import BadInput, OutputError
+from ..parallel.agreement import collective as _collective
 from ..parallel.events import phase_times
 from ..parallel.snes import MeshSolver
 from ..problem.build import Problem, build_problem
 from ..fileio.solution import write_solution
 from ..fileio.summary import versions, write_json
 from ..fileio.xdmf import write_xdmf
+from .inputs import prepare_dir
 
 __all__ = ["Outcome", "shared_problem", "prepare_out_dir", "solve", "collective"]
 
@@ -40,19 +41,9 @@ class Outcome:
 
 
 def collective(comm, fn, *args):
-    """Run ``fn`` on rank 0 and broadcast its result; its exception is raised on every rank."""
-    res, err = None, None
-    if comm.rank == 0:
-        try:
-            res = fn(*args)
-        except (BadInput, OutputError) as e:
-            err = e
-        except Exception as e:  # noqa: BLE001 - never leave the other ranks waiting
-            err = e
-    res, err = comm.bcast((res, err), root=0)
-    if err is not None:
-        raise err
-    return res
+    """Run ``fn`` on rank 0 and broadcast its result; its exception is raised on every rank
+    (:func:`mfc_hpc.parallel.agreement.collective`)."""
+    return _collective(comm, fn, *args)
 
 
 def shared_problem(cfg: Config, comm=None) -> Problem:
@@ -62,29 +53,11 @@ def shared_problem(cfg: Config, comm=None) -> Problem:
 
 
 def prepare_out_dir(out_dir: str | Path, comm=None) -> Path:
-    """Create the output directory (rank 0) and check it is a writable directory; the
-    verdict is shared (a rank that could not create it never leaves the others waiting)."""
+    """Create the output directory (rank 0) and check on every rank that it is a writable
+    directory (:func:`mfc_hpc.jobs.inputs.prepare_dir`); the verdict is shared, so a rank
+    that could not create or write it never leaves the others waiting."""
     comm = (comm or PETSc.COMM_WORLD).tompi4py()
-    out = Path(out_dir)
-
-    def make() -> Path:
-        if not str(out_dir).strip():
-            raise BadInput("--out: the output directory name is empty")
-        if out.exists() and not out.is_dir():
-            raise BadInput(f"--out: {out} exists and is not a directory")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise BadInput(f"--out: cannot create {out}: {e.strerror or e}") from None
-        probe = out / f".mfc_write_test.{__import__('os').getpid()}"
-        try:
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as e:
-            raise BadInput(f"--out: {out} is not writable: {e.strerror or e}") from None
-        return out
-
-    return collective(comm, make)
+    return prepare_dir(out_dir, "--out", comm)
 
 
 def solve(cfg: Config | Problem, comm: PETSc.Comm | None = None, out_dir: str | Path | None = None,

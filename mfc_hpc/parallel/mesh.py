@@ -15,7 +15,28 @@ from ..numerics.depth import Slab, natural_index
 from ..numerics.model import Discretisation
 from .options import petsc_error_message
 
-__all__ = ["DepthTimeMesh"]
+__all__ = ["DepthTimeMesh", "process_grid_error"]
+
+
+def process_grid_error(pg: tuple[int, ...], axes: tuple[int, ...], size: int) -> str | None:
+    """Why ``solver.process_grid = pg`` (ranks along each state axis and along depth, 0 =
+    PETSc chooses) cannot split a mesh of ``axes`` points (nodes per state axis, then
+    depth levels) over ``size`` ranks; ``None`` if it can."""
+    nd = len(axes) - 1
+    if len(pg) != nd + 1:
+        return (f"solver.process_grid: needs {nd + 1} entries (ranks along each state axis and along depth), "
+                f"got {list(pg)}")
+    if all(p > 0 for p in pg) and int(np.prod(pg)) != size:
+        return (f"solver.process_grid: {' x '.join(map(str, pg))} = {int(np.prod(pg))} ranks does not match the "
+                f"{size} rank(s) of this run")
+    for k, (p, m) in enumerate(zip(pg, axes)):
+        if p > m:
+            what = "levels" if k == nd else f"nodes along axis {k + 1}"
+            return f"solver.process_grid[{k}]: {p} ranks for {m} {what}"
+    prod_set = int(np.prod([p for p in pg if p > 0]) or 1)
+    if size % prod_set:
+        return f"solver.process_grid: {list(pg)} cannot be completed to {size} ranks"
+    return None
 
 
 class DepthTimeMesh:
@@ -43,21 +64,11 @@ class DepthTimeMesh:
         comm = comm or PETSc.COMM_WORLD
         if da is None:
             pg = tuple(proc_grid) if proc_grid is not None else (0,) * (nd + 1)
-            if len(pg) != nd + 1:
-                raise BadInput(f"solver.process_grid: needs {nd + 1} entries (ranks along each state axis and "
-                               f"along depth), got {list(pg)}")
             size = comm.getSize()
-            if all(p > 0 for p in pg) and int(np.prod(pg)) != size:
-                raise BadInput(f"solver.process_grid: {' x '.join(map(str, pg))} = {int(np.prod(pg))} ranks does "
-                               f"not match the {size} rank(s) of this run")
             axes = tuple(d.grid.nodes) + (d.N + 1,)
-            for k, (p, m) in enumerate(zip(pg, axes)):
-                if p > m:
-                    what = "levels" if k == nd else f"nodes along axis {k + 1}"
-                    raise BadInput(f"solver.process_grid[{k}]: {p} ranks for {m} {what}")
-            prod_set = int(np.prod([p for p in pg if p > 0]) or 1)
-            if size % prod_set:
-                raise BadInput(f"solver.process_grid: {list(pg)} cannot be completed to {size} ranks")
+            why = process_grid_error(pg, axes, size)
+            if why:
+                raise BadInput(why)
             sizes = tuple(reversed(d.grid.nodes)) + (d.N + 1,)
             procs = tuple(p if p > 0 else PETSc.DECIDE for p in tuple(reversed(pg[:nd])) + (pg[nd],))
             try:
@@ -69,9 +80,11 @@ class DepthTimeMesh:
                 da.setFromOptions()
                 da.setUp()
             except PETSc.Error as e:
+                da_opts = " ".join(f"-{k} {v}" for k, v in PETSc.Options().getAll().items()
+                                   if k.startswith(prefix + "da_"))
                 raise BadInput(f"mesh: PETSc cannot split the {' x '.join(map(str, axes))} mesh over {size} "
-                               f"rank(s) with process grid {list(pg)} (or -{prefix}da_* options): "
-                               f"{petsc_error_message(e)}") from None
+                               f"rank(s) with solver.process_grid = {list(pg)}"
+                               + (f" and {da_opts}" if da_opts else "") + f": {petsc_error_message(e)}") from None
         self.da = da
         r = da.getRanges()
         g = da.getGhostRanges()

@@ -27,7 +27,7 @@ from ..numerics.terminal import BoundaryData
 from .events import EVENTS
 from .linear import choose_linear, multigrid_levels, preset
 from .mesh import DepthTimeMesh
-from .options import PREFIX, SolverOptions, petsc_error_message
+from .options import PREFIX, SolverOptions, check_user_options, petsc_error_message
 from .pattern import JacobianPattern
 
 __all__ = ["NewtonSettings", "NewtonCursor", "SolveResult", "MeshSolver"]
@@ -113,6 +113,7 @@ class MeshSolver:
         self.settings = st
         self.prefix = prefix
         self.verbose = verbose
+        check_user_options()  # bad values of -mfc_* options: one line naming the option, before any work
         self.linear = choose_linear(d, st.linear)
         self.options = SolverOptions(prefix, {}, parent)
         if self.options.has_user("ksp_type") or self.options.has_user("pc_type"):
@@ -153,8 +154,15 @@ class MeshSolver:
         self._set_defaults()
         snes.setLineSearchPreCheck(self._precheck)
         snes.setMonitor(self._monitor)
-        self.options.set_from_options(snes)
+        self.options.set_from_options(snes, self._fresh_snes)
         self._set_tolerances()
+
+    def _fresh_snes(self) -> PETSc.SNES:
+        """A new SNES like this one (prefix, DMDA) for finding which option PETSc refuses."""
+        s = PETSc.SNES().create(self.mesh.comm)
+        s.setOptionsPrefix(self.prefix)
+        s.setDM(self.mesh.da)
+        return s
 
     def _box_matrix(self) -> PETSc.Mat:
         A = self.mesh.da.createMatrix()

@@ -55,6 +55,8 @@ def read_samples(path: str, ndim: int, key: str = "samples") -> np.ndarray:
     except (OSError, ValueError, EOFError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(f"{key}: cannot read {path}: {msg}") from None
+    if np.iscomplexobj(a):
+        raise ConfigError(f"{key}: {path} does not hold real numbers (complex values)")
     try:
         a = np.asarray(a, dtype=float)
     except (TypeError, ValueError):

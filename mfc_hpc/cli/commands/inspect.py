@@ -100,13 +100,13 @@ def run(args: argparse.Namespace) -> int:
 
     from ...errors import BadInput
     from ...fileio.checkpoint import FORMAT, CheckpointError, verify
-    from ...fileio.hdf5 import HDF5_SIGNATURE, probe_in_child
+    from ...fileio.hdf5 import HDF5_SIGNATURE
     from ...fileio.solution import read_solution
-    from ...fileio.xdmf import write_xdmf
+    from ...parallel.agreement import collective
 
     comm = MPI.COMM_WORLD
     path = args.file
-    kind, err = None, None
+    kind, err, signed = None, None, False
     if comm.rank == 0:  # which kind of file, without letting HDF5 parse a damaged one
         try:
             import os
@@ -115,35 +115,40 @@ def run(args: argparse.Namespace) -> int:
             with open(path, "rb") as fh:
                 if fh.read(8) != HDF5_SIGNATURE:
                     raise CheckpointError(f"checkpoint {path}: foreign file: not HDF5")
-            from ...fileio.hdf5 import verify_digest
-            if not verify_digest(path):
-                probe_in_child(path)
-            import h5py
-            with h5py.File(path, "r") as f:
-                fmt = f.attrs.get("format")
-                fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
+            from ...fileio.hdf5 import read_in_child, verify_digest
+            signed = verify_digest(path)
+            if signed:
+                import h5py
+                with h5py.File(path, "r") as f:
+                    fmt = f.attrs.get("format")
+            else:  # no digest: a child process reads it (a damaged file can hang or crash HDF5)
+                fmt = read_in_child(path)["attrs"].get("format")
+            fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
             kind = "solution" if fmt == "mfc_hpc.solution" else "checkpoint"
         except BadInput as e:
             err = str(e)
         except Exception as e:  # noqa: BLE001
             err = f"{path}: damaged HDF5 file ({type(e).__name__})"
-    kind, err = comm.bcast((kind, err), root=0)
+    kind, err, signed = comm.bcast((kind, err, signed), root=0)
     if err:
         raise BadInput(err)
     if kind == "solution":
-        if comm.rank == 0:
-            s = read_solution(path, probe=False)
+        def show() -> None:  # rank 0 reads and prints; its error is raised on every rank
+            s = read_solution(path, probe=not signed)
             if args.json:
                 print(json.dumps({"path": path, "dim": s["dim"], "grid": s["grid"], "shape": list(s["rho"].shape),
                                   "attrs": s["attrs"]}, indent=2, default=str))
             else:
                 print("\n".join(describe_solution(path, s)))
             if args.xdmf:
-                print(f"wrote {write_xdmf(path, tuple(s['grid']['nodes']), s['rho'].shape[0] - 1, s['rho'].shape[1])}")
+                print(f"wrote {xdmf(path, tuple(s['grid']['nodes']), s['rho'].shape[0] - 1, s['rho'].shape[1])}")
             sys.stdout.flush()
+
+        collective(comm, show)
         return 0
     h = verify(path, comm)  # CheckpointError (a BadInput): one line, exit 2
-    if comm.rank == 0:
+
+    def show() -> None:
         if args.json:
             out = {k: v for k, v in h.items() if k not in ("axes", "t")}
             print(json.dumps(out, indent=2, default=str))
@@ -151,7 +156,20 @@ def run(args: argparse.Namespace) -> int:
             print("\n".join(describe(h)))
         if args.xdmf:
             m = h["mesh"]
-            print(f"wrote {write_xdmf(path, tuple(m['nodes']), m['layers'], m['classes'])}")
+            print(f"wrote {xdmf(path, tuple(m['nodes']), m['layers'], m['classes'])}")
         sys.stdout.flush()
+
+    collective(comm, show)
     del FORMAT
     return 0
+
+
+def xdmf(path: str, nodes, N: int, K: int):
+    """The XDMF sidecar of ``path``; a failure to write it is an OutputError (exit 74)."""
+    from ...errors import OutputError
+    from ...fileio.xdmf import write_xdmf
+
+    try:
+        return write_xdmf(path, nodes, N, K)
+    except OSError as e:
+        raise OutputError(f"cannot write the XDMF sidecar of {path}: {e.strerror or e}") from None

@@ -7,9 +7,7 @@ writes a checkpoint at the next safe point and exits 75.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
-from pathlib import Path
 
 log = logging.getLogger("solve")
 
@@ -41,51 +39,39 @@ def add_checkpoint_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-checkpoint", action="store_true", help="write no checkpoints, ignore signals")
 
 
+def overrides(args: argparse.Namespace):
+    """The ``--checkpoint-*`` options as :class:`~mfc_hpc.jobs.inputs.CheckpointOverrides`."""
+    from ...jobs.inputs import CheckpointOverrides
+
+    return CheckpointOverrides(directory=getattr(args, "checkpoint_dir", None),
+                               every_newton=getattr(args, "checkpoint_every_newton", None),
+                               every_minutes=getattr(args, "checkpoint_every_minutes", None),
+                               keep=getattr(args, "checkpoint_keep", None),
+                               disabled=bool(getattr(args, "no_checkpoint", False)))
+
+
 def checkpoint_settings(cfg, args: argparse.Namespace):
     """The ``[checkpoint]`` section with the command-line overrides."""
-    import math
-
-    from ...errors import BadInput
-
-    st = cfg.checkpoint
-    ch = {}
-    if getattr(args, "checkpoint_every_newton", None) is not None:
-        if args.checkpoint_every_newton < 0:
-            raise BadInput(f"--checkpoint-every-newton: must be >= 0, got {args.checkpoint_every_newton}")
-        ch["every_newton"] = args.checkpoint_every_newton
-    if getattr(args, "checkpoint_every_minutes", None) is not None:
-        v = args.checkpoint_every_minutes
-        if not (v >= 0 and math.isfinite(v)):
-            raise BadInput(f"--checkpoint-every-minutes: must be a number >= 0, got {v}")
-        ch["every_minutes"] = v
-    if getattr(args, "checkpoint_keep", None) is not None:
-        if args.checkpoint_keep < 1:
-            raise BadInput(f"--checkpoint-keep: must be >= 1, got {args.checkpoint_keep}")
-        ch["keep"] = args.checkpoint_keep
-    if getattr(args, "no_checkpoint", False):
-        ch["enabled"] = False
-    return dataclasses.replace(st, **ch)
+    return overrides(args).apply(cfg.checkpoint)
 
 
-def make_checkpointer(cfg, args: argparse.Namespace, comm):
-    """The :class:`~mfc_hpc.fileio.restart.Checkpointer` of a run, or ``None``."""
-    from ...errors import BadInput
+def check_inputs(args: argparse.Namespace, comm):
+    """The input boundary of this command (:func:`mfc_hpc.jobs.inputs.check_solve_inputs`):
+    configuration, PETSc options, data, output and checkpoint directories, locks."""
+    from ...jobs.inputs import check_solve_inputs
+
+    return check_solve_inputs(args.config, args.out, comm, overrides(args), restart=getattr(args, "restart", None),
+                              interpolate=bool(getattr(args, "restart_interpolate", False)))
+
+
+def make_checkpointer(inputs, comm):
+    """The :class:`~mfc_hpc.fileio.restart.Checkpointer` of a checked run, or ``None``."""
     from ...fileio.restart import Checkpointer
 
-    st = checkpoint_settings(cfg, args)
-    restart = getattr(args, "restart", None)
-    if getattr(args, "restart_interpolate", False) and not restart:
-        raise BadInput("--restart-interpolate: needs --restart FILE|auto")
-    if restart is not None and not str(restart).strip():
-        raise BadInput("--restart: needs a checkpoint file or 'auto'")
-    if not (st.enabled or restart):
+    if not (inputs.checkpoint.enabled or inputs.restart):
         return None
-    ckdir = Path(args.checkpoint_dir) if getattr(args, "checkpoint_dir", None) else Path(args.out) / st.directory
-    if getattr(args, "checkpoint_dir", None) is not None and not str(args.checkpoint_dir).strip():
-        raise BadInput("--checkpoint-dir: the directory name is empty")
-    if ckdir.exists() and not ckdir.is_dir():
-        raise BadInput(f"checkpoint directory {ckdir} exists and is not a directory")
-    return Checkpointer(comm, ckdir, st, restart=restart, interpolate=getattr(args, "restart_interpolate", False))
+    return Checkpointer(comm, inputs.checkpoint_dir, inputs.checkpoint, restart=inputs.restart,
+                        interpolate=inputs.interpolate)
 
 
 def log_result(summary: dict, out) -> None:
@@ -109,24 +95,24 @@ def log_result(summary: dict, out) -> None:
 def run(args: argparse.Namespace) -> int:
     from petsc4py import PETSc
 
-    from ...config import load_config
     from ...errors import EXIT_NOT_CONVERGED, EXIT_REQUEUE
     from ...fileio.restart import CheckpointAndExit
-    from ...jobs.solve import prepare_out_dir, shared_problem, solve
+    from ...jobs.solve import solve
 
     comm = PETSc.COMM_WORLD
-    cfg = load_config(args.config)
-    problem = shared_problem(cfg, comm)
-    prepare_out_dir(args.out, comm)
-    ck = make_checkpointer(cfg, args, comm)
+    inputs = check_inputs(args, comm)  # every input checked, the output directories locked
+    ck = None
     try:
-        res = solve(problem, comm, out_dir=args.out, observers=[ck] if ck else [])
-    except CheckpointAndExit as e:
-        log.warning("%s: exit %d, resubmit with --restart auto", e, EXIT_REQUEUE)
-        return EXIT_REQUEUE
-    finally:
+        ck = make_checkpointer(inputs, comm)
+        try:
+            res = solve(inputs.problem, comm, out_dir=inputs.out, observers=[ck] if ck else [])
+        except CheckpointAndExit as e:
+            log.warning("%s: exit %d, resubmit with --restart auto", e, EXIT_REQUEUE)
+            return EXIT_REQUEUE
+        log_result(res.summary, inputs.out)
+        res.ms.destroy()
+        return 0 if res.converged else EXIT_NOT_CONVERGED
+    finally:  # every exit path (0, 2, 3, 74, 75, an exception) releases the locks
         if ck is not None:
             ck.restore_signals()
-    log_result(res.summary, args.out)
-    res.ms.destroy()
-    return 0 if res.converged else EXIT_NOT_CONVERGED
+        inputs.release()
