@@ -20,7 +20,7 @@ import numpy as np
 from petsc4py import PETSc
 
 from ..errors import BadInput
-from ..numerics.depth import slab_jacobian, slab_residual
+from ..numerics.depth import slab_jacobian_fields, slab_residual
 from ..numerics.model import Discretisation
 from ..numerics.reference import step_cap
 from ..numerics.terminal import BoundaryData
@@ -123,9 +123,6 @@ class MeshSolver:
             # couplings of one layer and the iteration count does not grow with the ranks
             proc_grid = (1,) * d.ndim + (0,)
         self.mesh = DepthTimeMesh(d, comm, proc_grid, prefix, da=da)
-        self.pattern = JacobianPattern(self.mesh)
-        self.X = self.mesh.create_vec()
-        self.F = self.mesh.create_vec()
         #: ``-<prefix>jacobian_preallocation exact|box``: the entries the scheme sets
         #: (default) or the DMDA's full box stencil (the layout before the d-dimensional
         #: core, for comparisons; it reproduces that release's MUMPS pivoting bit for bit)
@@ -133,6 +130,9 @@ class MeshSolver:
         if self.preallocation not in ("exact", "box"):
             raise BadInput(f"PETSc option -{prefix}jacobian_preallocation: expected exact or box, "
                            f"got {self.preallocation!r}")
+        self.pattern = JacobianPattern(self.mesh, ijv=self.preallocation == "box")
+        self.X = self.mesh.create_vec()
+        self.F = self.mesh.create_vec()
         self.J = self.pattern.create_matrix() if self.preallocation == "exact" else self._box_matrix()
         self.timings = {k: 0.0 for k in ("residual", "jacobian", "linear_solve")}
         self.counts = {k: 0 for k in ("residual", "jacobian")}
@@ -226,16 +226,17 @@ class MeshSolver:
             J.assemble()
 
     def assemble_jacobian(self, X: PETSc.Vec, P: PETSc.Mat, uncontrolled: bool = False) -> None:
-        """Assemble the analytic Jacobian at ``X`` into ``P``, one ``MatSetValuesIJV`` per
-        chunk of levels (vectorised over each chunk)."""
+        """Assemble the analytic Jacobian at ``X`` into ``P``, one chunk of levels at a time
+        (vectorised over each chunk; gathered straight into the matrix's value arrays,
+        :mod:`mfc_hpc.parallel.pattern`)."""
         t = time.perf_counter()
         EVENTS["jacobian"].begin()
         Zg = self.mesh.ghosted(X)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for chunk in self.pattern.chunks:
-                V = slab_jacobian(Zg, chunk.slab, self.d, self.bd, uncontrolled=uncontrolled)
-                self.pattern.insert(P, chunk, V)
-                del V
+                VF = slab_jacobian_fields(Zg, chunk.slab, self.d, self.bd, uncontrolled=uncontrolled)
+                self.pattern.insert(P, chunk, VF)
+                del VF
         P.assemble()
         EVENTS["jacobian"].end()
         self.timings["jacobian"] += time.perf_counter() - t
@@ -384,7 +385,10 @@ class MeshSolver:
         info = self.J.getInfo(PETSc.Mat.InfoType.GLOBAL_SUM)
         rows = self.J.getSize()[0]
         set_entries = self.mesh.allsum(self.pattern.set_entries)
-        return {"rows": rows, "allocated_per_row": info["nz_allocated"] / rows,
+        # the exact matrix lives on the pattern's arrays (PETSc allocated none of it)
+        allocated = info["nz_allocated"] if self.preallocation == "box" else \
+            self.mesh.allsum(self.pattern.stored_entries)
+        return {"rows": rows, "allocated_per_row": allocated / rows,
                 "used_per_row": info["nz_used"] / rows, "set_per_row": set_entries / rows}
 
     def destroy(self) -> None:
