@@ -523,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
                 for P in ranks:
                     n = 2 * max(K, 1) * int(__import__("math").prod(nodes)) * (N + 1)
                     rep = repeats if a.max_unknowns_repeats is None or n <= a.max_unknowns_repeats else 1
-                    case = {"config": a.config, "ndim": ndim, "nodes": list(nodes), "layers": N, "solver": s,
+                    case = {"config": a.config, "ndim": ndim, "classes": K, "nodes": list(nodes), "layers": N, "solver": s,
                             "repeats": rep, "grid_levels": a.grid_levels, "preallocation": v}
                     if a.gradient:
                         case["kind"] = "gradient"

@@ -176,7 +176,7 @@ def cmd_run(a: argparse.Namespace, extra: list[str]) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     ranks = [int(r) for r in a.ranks.split(",")]
-    ndim, _ = config_dim(a.config)
+    ndim, a.classes = config_dim(a.config)
     if a.quick:
         a.mesh, a.weak_mesh, a.repeats = ("129x32", "65x16", 1) if ndim == 1 else ("17x17x8", "17x17x4", 1)
     a.ndim = ndim
@@ -211,7 +211,8 @@ def _run_kind(a: argparse.Namespace, extra: list[str], out: Path, kind: str, ran
             M0, N0 = parse_sizes(a.weak_mesh, a.ndim)[0]
             # layers grow with the ranks (process grid split along depth); or the intervals of the first axis
             M, N = (M0, N0 * P) if a.weak_grow == "layers" else (((M0[0] - 1) * P + 1,) + tuple(M0[1:]), N0)
-        case = {"config": a.config, "ndim": a.ndim, "nodes": list(M), "layers": N, "solver": a.solver,
+        case = {"config": a.config, "ndim": a.ndim, "classes": a.classes, "nodes": list(M), "layers": N,
+                "solver": a.solver,
                 "repeats": a.repeats, "io": a.io}
         rec = run_case(case, P, a.launcher, extra, a.timeout)
         cases.append(rec)
@@ -228,7 +229,7 @@ def _run_kind(a: argparse.Namespace, extra: list[str], out: Path, kind: str, ran
             note = "the triad failed to run"
     rows = summarise(kind, cases, bandwidth)
     doc = {"kind": kind, "command": " ".join(["scaling_study.py"] + sys.argv[1:]), "solver": a.solver,
-           "options": " ".join(solver_options(a.solver, a.ndim)) or f"(solver.linear = {SOLVERS[a.solver].package})",
+           "options": " ".join(solver_options(a.solver, a.ndim, classes=a.classes or 1)) or f"(solver.linear = {SOLVERS[a.solver].package})",
            "config": a.config, "ndim": a.ndim, "launcher": a.launcher, "repeats": a.repeats,
            "date": time.strftime("%Y-%m-%d %H:%M"), "bandwidth": bandwidth,
            "bandwidth_note": note if bandwidth is None else None, "table": rows, "cases": cases}

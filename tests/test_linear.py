@@ -32,13 +32,19 @@ def test_auto_choice_by_size_classes_and_mesh():
         return choose_linear(discretisation(cfg), linear)
 
     assert choice(129, 32) == "direct"  # 8.5e3 unknowns
-    big = (705, 176)  # 2.5e5 unknowns >= MULTIGRID_FROM
-    assert 2 * big[0] * (big[1] + 1) >= MULTIGRID_FROM[1]
+    big = (705, 176)  # 2.5e5 unknowns >= MULTIGRID_FROM[(1, 1)]
+    assert 2 * big[0] * (big[1] + 1) >= MULTIGRID_FROM[(1, 1)]
     assert choice(*big) == "multigrid"
-    assert choice(*big, K=2) == "direct"  # in 1-D multigrid is measured for one class only
+    assert choice(*big, K=2) == "direct"  # 5.0e5 - 1: several classes in 1-D from 5e5
+    assert 4 * 705 * 177 < MULTIGRID_FROM[(1, 2)] <= 4 * 1409 * 353
+    assert choice(1409, 352, K=2) == "multigrid"
     assert choice(707, 176) == "direct"  # 706 = 2 x 353: the mesh does not coarsen 3 times
     assert choice(129, 32, linear="multigrid") == "multigrid"
     assert choice(*big, linear="direct") == "direct"
+    # 2-D (a 3-D depth-time mesh): multigrid from 1e4 unknowns, one class or several
+    assert choice((17, 17), 8, K=2) == "multigrid"  # 10404 unknowns, 3 levels
+    assert choice((9, 9), 4, K=2) == "direct"  # 1620 unknowns
+    assert choice((33, 33), 16) == "multigrid" and choice((33, 33), 14) == "direct"  # 14: 2 levels only
     with pytest.raises(ValueError, match="solver.linear"):
         choice(129, 32, linear="lu")
     with pytest.raises(ConfigError, match="solver.linear"):
@@ -90,3 +96,18 @@ def test_newton_that_stops_reducing_the_residual_is_cut_short():
     h = r.residuals
     w = ms.settings.stall_window
     assert h[-1] >= 0.999 * h[-1 - w]
+
+
+@pytest.mark.parametrize("M,N", [(65, 16), ((17, 17), 8)])
+def test_multigrid_for_two_classes_equals_direct_solution(M, N):
+    """Two classes (the shared control couples them) in 1-D and 2-D: the multigrid linear
+    solver (GMRES(4)/ILU(0) smoothing of all 2K fields together, Galerkin coarse operators)
+    reaches the direct solver's solution with as many Newton steps."""
+    sols, its = {}, {}
+    for linear in ("multigrid", "direct"):
+        ms, s, Z = solve_case(two_class_config(M, N, linear=linear))
+        assert s["converged"] and s["linear_solver"] == linear
+        sols[linear], its[linear] = Z, s["newton_iterations_fine"]
+        ms.destroy()
+    assert its["multigrid"] == its["direct"]
+    assert np.abs(sols["multigrid"] - sols["direct"]).max() <= 1e-8 * np.abs(sols["direct"]).max()

@@ -275,7 +275,9 @@ def stencil_columns(s: Slab, d: Discretisation) -> tuple[np.ndarray, tuple[np.nd
     q = shaped(np.arange(2), nd + 2)
     b = shaped(np.arange(2 * K), nd + 4)
     level = n + q - (a < K)
-    valid = (level >= 0) & (level <= d.N)
+    # an adjoint row depends on the densities at its own node only (dH/drho_{c,i} sees
+    # rho through R_i and f_i): its neighbours' density columns are structural zeros
+    valid = (level >= 0) & (level <= d.N) & ~((a >= K) & (shaped(np.arange(2 * nd + 1), nd + 3) != CENTRE) & (b < K))
     nodes = []
     for k in range(nd):
         node = shaped(np.arange(s.xs[k], s.xe[k]), 1 + k) + shaped(offs[:, k], nd + 3)

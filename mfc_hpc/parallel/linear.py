@@ -7,15 +7,20 @@ as configurations in :data:`mfc_hpc.studies.perf.SOLVERS`. The one place for the
 """
 from __future__ import annotations
 
-__all__ = ["MULTIGRID_FROM", "DIRECT", "MULTIGRID", "multigrid_levels", "choose_linear", "options_string",
-           "preset"]
+__all__ = ["MULTIGRID_FROM", "DIRECT", "MULTIGRID", "multigrid_levels", "choose_linear", "multigrid_from",
+           "options_string", "preset"]
 
 #: ``linear = "auto"`` uses multigrid from this many unknowns on, per state dimension
-#: ``d`` (one class in 1-D; a mesh that coarsens at least three times): measured in
-#: mfc_hpc/docs/performance.md, FGMRES + PCMG is 2.7x faster than MUMPS on one rank at
-#: 1e6 unknowns and 6x at 5.3e5 in 1-D, with 40 % less memory; below ~2e5 MUMPS is as
-#: fast and more robust
-MULTIGRID_FROM = {1: 2.0e5, 2: 2.0e5}
+#: ``d`` and number of classes (``1``: one class, ``2``: two or more), on a mesh that
+#: coarsens at least three times (mfc_hpc/docs/performance.md, "The default by size"):
+#: * 1-D, one class: FGMRES + PCMG is 2.7x faster than MUMPS on one rank at 1e6 unknowns
+#:   and 6x at 5.3e5, with 40 % less memory; below ~2e5 MUMPS is as fast and more robust;
+#: * 1-D, several classes: as fast as MUMPS at 5e5 unknowns (the 2-D depth-time mesh of a
+#:   1-D state fills little under nested dissection), faster and leaner above;
+#: * 2-D (a 3-D depth-time mesh, where LU fills like n^(4/3)): multigrid is 4x faster
+#:   than MUMPS at 1e4 unknowns and 14x at 7.4e4 (two classes), and both reach the same
+#:   solution to round-off, so it is the default from 1e4 on
+MULTIGRID_FROM: dict[tuple[int, int], float] = {(1, 1): 2.0e5, (1, 2): 5.0e5, (2, 1): 1.0e4, (2, 2): 1.0e4}
 
 #: MUMPS LU (the package inserts the factor package only where PETSc has MUMPS)
 DIRECT = {"ksp_type": "preonly", "pc_type": "lu"}
@@ -56,18 +61,21 @@ def choose_linear(d, linear: str = "auto") -> str:
     """``"direct"`` (MUMPS LU) or ``"multigrid"`` for ``linear`` = ``auto|direct|multigrid``
     on the discretisation ``d``.
 
-    ``auto``: multigrid from :data:`MULTIGRID_FROM` unknowns on a mesh with 3 or more
-    levels, for one class in 1-D and any number of classes in 2-D; direct otherwise.
+    ``auto``: multigrid from :func:`multigrid_from` unknowns on a mesh with 3 or more
+    levels; direct otherwise.
     """
     if linear not in ("auto", "direct", "multigrid"):
         raise ValueError(f"solver.linear: expected auto, direct or multigrid, got {linear!r}")
     if linear != "auto":
         return linear
-    big = d.unknowns >= MULTIGRID_FROM.get(d.ndim, MULTIGRID_FROM[2])
+    big = d.unknowns >= multigrid_from(d.ndim, d.K)
     deep = multigrid_levels(d.grid.nodes, d.N) >= 3
-    if big and deep and (d.K == 1 or d.ndim >= 2):
-        return "multigrid"
-    return "direct"
+    return "multigrid" if big and deep else "direct"
+
+
+def multigrid_from(ndim: int, K: int) -> float:
+    """Unknowns from which ``auto`` picks multigrid (:data:`MULTIGRID_FROM`)."""
+    return MULTIGRID_FROM[(min(max(ndim, 1), 2), 1 if K <= 1 else 2)]
 
 
 def preset(linear: str, mumps: bool, levels: int) -> dict[str, str]:

@@ -83,6 +83,15 @@ SOLVERS: dict[str, Configuration] = {
     "mg_asm": Configuration(_MG + " mg_coarse_pc_factor_mat_solver_type mumps mg_levels_pc_type asm "
                             "mg_levels_pc_asm_overlap 1 mg_levels_sub_pc_type ilu", "depth", None,
                             "smoother: GMRES(4) + additive Schwarz (overlap 1) ILU(0)"),
+    "mg_gmres2": Configuration(_MG + " mg_coarse_pc_factor_mat_solver_type mumps mg_levels_ksp_max_it 2", "depth",
+                               None, "smoother: GMRES(2) + block-Jacobi ILU(0)"),
+    "mg_sor": Configuration(_MG + " mg_coarse_pc_factor_mat_solver_type mumps mg_levels_pc_type sor", "depth", None,
+                            "smoother: GMRES(4) + SOR"),
+    "mg_fieldsplit": Configuration(_MG + " mg_coarse_pc_factor_mat_solver_type mumps mg_levels_pc_type fieldsplit "
+                                   "mg_levels_pc_fieldsplit_type multiplicative mg_levels_pc_fieldsplit_0_fields {rho} "
+                                   "mg_levels_pc_fieldsplit_1_fields {phi}", "depth", None,
+                                   "smoother: GMRES(4) + multiplicative field split, densities then adjoints "
+                                   "(block-Jacobi ILU(0) in each)"),
     "mg_rediscretised": Configuration(_MG.replace("pc_mg_galerkin both", "pc_mg_galerkin none")
                                       + " mg_coarse_pc_factor_mat_solver_type mumps", "depth", None,
                                       "coarse operators rediscretised at the injected state (no PtAP)"),
@@ -110,14 +119,15 @@ def depth_split(ndim: int) -> list[str]:
     return out
 
 
-def solver_options(name: str, ndim: int = 1, prefix: str = "mfc_") -> list[str]:
+def solver_options(name: str, ndim: int = 1, prefix: str = "mfc_", classes: int = 1) -> list[str]:
     """The command-line options of a named configuration for a ``ndim``-dimensional state
-    (``["-mfc_ksp_type", "fgmres", ...]``). The package presets give none: they are chosen
-    by ``solver.linear`` (see :func:`config_changes`)."""
+    with ``classes`` classes (``["-mfc_ksp_type", "fgmres", ...]``). The package presets
+    give none: they are chosen by ``solver.linear`` (see :func:`config_changes`)."""
     if name not in SOLVERS:
         raise ValueError(f"unknown solver configuration {name!r}; known: {', '.join(SOLVERS)}")
     c = SOLVERS[name]
-    toks = c.options.split()
+    toks = c.options.format(rho=",".join(map(str, range(classes))),
+                            phi=",".join(map(str, range(classes, 2 * classes)))).split()
     if c.split == "depth" and c.package is None:
         toks += depth_split(ndim)
     out = []
@@ -669,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
     case = json.loads(Path(case_path).read_text())
     opts = list(petsc_args)
     if case.get("solver") in SOLVERS:
-        opts = solver_options(case["solver"], int(case.get("ndim", 1))) + opts
+        opts = solver_options(case["solver"], int(case.get("ndim", 1)), classes=int(case.get("classes") or 1)) + opts
     petsc4py.init([sys.argv[0]] + opts)
     from petsc4py import PETSc
 
