@@ -25,6 +25,7 @@ from ..numerics.model import Discretisation
 from ..numerics.reference import step_cap
 from ..numerics.terminal import BoundaryData
 from .events import EVENTS
+from .coarse import COARSE_OPERATORS, CoarseOperators
 from .linear import choose_linear, multigrid_levels, preset
 from .mesh import DepthTimeMesh
 from .options import PREFIX, SolverOptions, petsc_error_message
@@ -134,6 +135,20 @@ class MeshSolver:
         self.X = self.mesh.create_vec()
         self.F = self.mesh.create_vec()
         self.J = self.pattern.create_matrix() if self.preallocation == "exact" else self._box_matrix()
+        #: ``-<prefix>mg_coarse_operators galerkin|rediscretised``: the multigrid's coarse
+        #: matrices as Galerkin products (default) or the scheme's Jacobian on each coarser
+        #: mesh at the injected iterate (:mod:`mfc_hpc.parallel.coarse`)
+        self.coarse_operators = PETSc.Options(prefix).getString("mg_coarse_operators", "galerkin")
+        if self.coarse_operators not in COARSE_OPERATORS:
+            raise BadInput(f"PETSc option -{prefix}mg_coarse_operators: expected {' or '.join(COARSE_OPERATORS)}, "
+                           f"got {self.coarse_operators!r}")
+        self._coarse: CoarseOperators | None = None
+        if self.coarse_operators == "rediscretised":
+            if not getattr(bd, "fixed_loss", True):
+                raise BadInput(f"PETSc option -{prefix}mg_coarse_operators rediscretised: only for the fixed "
+                               f"losses (quadratic, softmax)")
+            self._coarse = CoarseOperators(d, self.mesh.da, bd)
+            self.mesh.da.setKSPComputeOperators(self._coarse)
         self.timings = {k: 0.0 for k in ("residual", "jacobian", "linear_solve")}
         self.counts = {k: 0 for k in ("residual", "jacobian")}
         #: ``hook(iteration, fnorm, history, first)`` after every Newton iteration (the
@@ -168,6 +183,8 @@ class MeshSolver:
             return {}
         factor = self._mumps or self.mesh.comm.getSize() == 1 or not PETSc.Sys.hasExternalPackage("superlu_dist")
         out = preset(self.linear, self._mumps, multigrid_levels(self.d.grid.nodes, self.d.N))
+        if self.linear == "multigrid" and self._coarse is not None:
+            out["pc_mg_galerkin"] = "none"
         if self.linear == "direct" and not factor:
             out["pc_factor_mat_solver_type"] = "superlu_dist"
         return out
@@ -231,6 +248,8 @@ class MeshSolver:
         :mod:`mfc_hpc.parallel.pattern`)."""
         t = time.perf_counter()
         EVENTS["jacobian"].begin()
+        if self._coarse is not None:
+            self._coarse.remember(X, uncontrolled)
         Zg = self.mesh.ghosted(X)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for chunk in self.pattern.chunks:
@@ -392,6 +411,8 @@ class MeshSolver:
                 "used_per_row": info["nz_used"] / rows, "set_per_row": set_entries / rows}
 
     def destroy(self) -> None:
+        if self._coarse is not None:
+            self._coarse.destroy()
         for o in (self.snes, self.J, self.X, self.F):
             o.destroy()
         self.mesh.destroy()

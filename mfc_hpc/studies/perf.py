@@ -92,9 +92,9 @@ SOLVERS: dict[str, Configuration] = {
                                    "mg_levels_pc_fieldsplit_1_fields {phi}", "depth", None,
                                    "smoother: GMRES(4) + multiplicative field split, densities then adjoints "
                                    "(block-Jacobi ILU(0) in each)"),
-    "mg_rediscretised": Configuration(_MG.replace("pc_mg_galerkin both", "pc_mg_galerkin none")
-                                      + " mg_coarse_pc_factor_mat_solver_type mumps", "depth", None,
-                                      "coarse operators rediscretised at the injected state (no PtAP)"),
+    "mg_rediscretised": Configuration("mg_coarse_operators rediscretised", "depth", "multigrid",
+                                      "the multigrid preset with the coarse operators rediscretised at the injected "
+                                      "iterate instead of Galerkin products (mfc_hpc.parallel.coarse)"),
     # single-level iterative solvers
     "gmres_bjacobi_ilu2": Configuration(_GMRES + " pc_type bjacobi sub_pc_type ilu sub_pc_factor_levels 2",
                                         "petsc", None, "GMRES(100) + block-Jacobi ILU(2)"),
