@@ -368,6 +368,17 @@ def assembly_worker(out: str, mesh: str, config: str, repeats: int) -> None:
     y1.axpy(-1.0, y2)
     res["box_equals_exact"] = bool(y1.norm() <= 1e-13 * max(y2.norm(), 1e-300))
     res["matrix"] = ms.matrix_info()
+    # entries per row: the DMDA's box, the stencil of issue 10 (2(2d+1) points x 2K fields,
+    # with the adjoint rows' structural zeros) and the exact pattern (allocated = set)
+    from mfc_hpc.numerics.depth import stencil_columns
+
+    rows = box.getSize()[0]
+    full = sum(int(np.broadcast_to(stencil_columns(c.slab, d, structural_zeros=True)[3],
+                                   (c.slab.ye - c.slab.ys,) + c.slab.owned_count
+                                   + (2 * d.K, 2, 2 * d.ndim + 1, 2 * d.K)).sum()) for c in chunks)
+    res["entries_per_row"] = {"box_allocated": box.getInfo(PETSc.Mat.InfoType.GLOBAL_SUM)["nz_allocated"] / rows,
+                              "stencil_with_structural_zeros": mesh_.allsum(full) / rows,
+                              "exact": res["matrix"]["allocated_per_row"]}
     if comm.rank == 0:
         Path(out).write_text(json.dumps(res, indent=1))
 
@@ -435,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write-rates", metavar="JSON", nargs="*", default=None,
                    help="fit mfc_hpc/perf_rates.json from these benchmark JSON files (default: --out)")
     p.add_argument("--rates-out", default=str(RATES_PATH))
+    p.add_argument("--note", default=None, help="a remark stored in the rates file (e.g. how loaded the machine was)")
     p.add_argument("--report", metavar="JSON", default=None, help="print a benchmark JSON as Markdown tables")
     p.add_argument("--assembly-worker", help=argparse.SUPPRESS)
     p.add_argument("--bandwidth-worker", help=argparse.SUPPRESS)
@@ -459,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
         recs = [r for s in srcs for r in json.loads(s.read_text())["cases"]]
         rates = fit_rates(recs)
         rates["source"] = [s.name for s in srcs]
+        if a.note:
+            rates["note"] = a.note
         Path(a.rates_out).write_text(json.dumps(rates, indent=1) + "\n")
         print(json.dumps(rates, indent=1))
         return 0
@@ -481,6 +495,9 @@ def main(argv: list[str] | None = None) -> int:
                           "setValuesIJV_box"):
                     print(f"  {k:28s} {r[k]:9.4f} s")
                 print(f"  box matrix equals the exact one: {r['box_equals_exact']}")
+                e = r["entries_per_row"]
+                print(f"  entries per row: box {e['box_allocated']:.2f}, stencil with structural zeros "
+                      f"{e['stencil_with_structural_zeros']:.2f}, exact {e['exact']:.2f}")
             doc["assembly"] = recs
         if a.bandwidth:
             size = a.bandwidth_size or ("1025x256" if ndim == 1 else "65x65x32")

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import PYTHON, REPO, mpi_env
 
-from mfc_hpc.studies.perf import (RATES_PATH, SOLVERS, case_mesh, case_unknowns, fit_power, job_bytes, load_rates,
+from mfc_hpc.studies.perf import (RATES_PATH, SOLVERS, auto_solver, case_mesh, case_unknowns, fit_power, job_bytes, load_rates,
                                   model_for, parse_bytes, parse_mesh, plan, solver_options, stream_triad)
 
 SCRIPTS = REPO / "scripts"
@@ -174,10 +174,8 @@ def _fits_and_is_largest(rates, ans, mem, ranks, K, d):
     # the next larger mesh would not fit (with the solver the size rule picks for it)
     N = ans["layers"] + 1
     nodes = (int(round(ans["aspect"] * N)) + 1,) * d
-    bigger = [job_bytes(rates, s, case_unknowns(nodes, N, K), ranks, K, d)
-              for s in {m["solver"] for m in rates["models"] if m["ndim"] == d}
-              if s in ("direct", "multigrid") or s == ans["solver"]]
-    assert min(bigger) > budget
+    assert job_bytes(rates, auto_solver(nodes, N, K), case_unknowns(nodes, N, K), ranks, K, d) > budget
+    assert ans["solver"] == auto_solver(ans["nodes"], ans["layers"], K)
 
 
 def test_packaged_rates_and_plan_fit_and_monotone():

@@ -35,9 +35,8 @@ def test_auto_choice_by_size_classes_and_mesh():
     big = (705, 176)  # 2.5e5 unknowns >= MULTIGRID_FROM[(1, 1)]
     assert 2 * big[0] * (big[1] + 1) >= MULTIGRID_FROM[(1, 1)]
     assert choice(*big) == "multigrid"
-    assert choice(*big, K=2) == "direct"  # 5.0e5 - 1: several classes in 1-D from 5e5
-    assert 4 * 705 * 177 < MULTIGRID_FROM[(1, 2)] <= 4 * 1409 * 353
-    assert choice(1409, 352, K=2) == "multigrid"
+    assert choice(*big, K=2) == "multigrid"  # several classes in 1-D: the same threshold
+    assert choice(257, 64, K=2) == "direct"  # 6.7e4 unknowns
     assert choice(707, 176) == "direct"  # 706 = 2 x 353: the mesh does not coarsen 3 times
     assert choice(129, 32, linear="multigrid") == "multigrid"
     assert choice(*big, linear="direct") == "direct"

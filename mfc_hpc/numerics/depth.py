@@ -256,12 +256,14 @@ def jacobian_chunks(s: Slab, d: Discretisation, max_values: int = 1 << 23) -> li
     return [s.with_levels(a, min(a + step, s.ye)) for a in range(s.ys, s.ye, step)] or [s]
 
 
-def stencil_columns(s: Slab, d: Discretisation) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray, np.ndarray]:
+def stencil_columns(s: Slab, d: Discretisation, structural_zeros: bool = False
+                    ) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray, np.ndarray]:
     """Global natural coordinates of every entry of :func:`slab_jacobian`.
 
     Returns ``(level, nodes, field, valid)``: arrays (``nodes`` one per state axis)
     broadcastable to the shape of ``V``; ``valid`` is False where the column falls outside
-    the mesh.
+    the mesh and, unless ``structural_zeros``, on the entries the scheme never makes
+    nonzero (an adjoint row's neighbours' density columns): the Jacobian's pattern.
     """
     K, nd = d.K, d.ndim
     ndims = 1 + nd + 4  # [n, *i, a, q, s, b]
@@ -277,7 +279,9 @@ def stencil_columns(s: Slab, d: Discretisation) -> tuple[np.ndarray, tuple[np.nd
     level = n + q - (a < K)
     # an adjoint row depends on the densities at its own node only (dH/drho_{c,i} sees
     # rho through R_i and f_i): its neighbours' density columns are structural zeros
-    valid = (level >= 0) & (level <= d.N) & ~((a >= K) & (shaped(np.arange(2 * nd + 1), nd + 3) != CENTRE) & (b < K))
+    valid = (level >= 0) & (level <= d.N)
+    if not structural_zeros:
+        valid = valid & ~((a >= K) & (shaped(np.arange(2 * nd + 1), nd + 3) != CENTRE) & (b < K))
     nodes = []
     for k in range(nd):
         node = shaped(np.arange(s.xs[k], s.xe[k]), 1 + k) + shaped(offs[:, k], nd + 3)

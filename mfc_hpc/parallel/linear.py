@@ -15,12 +15,13 @@ __all__ = ["MULTIGRID_FROM", "DIRECT", "MULTIGRID", "multigrid_levels", "choose_
 #: coarsens at least three times (mfc_hpc/docs/performance.md, "The default by size"):
 #: * 1-D, one class: FGMRES + PCMG is 2.7x faster than MUMPS on one rank at 1e6 unknowns
 #:   and 6x at 5.3e5, with 40 % less memory; below ~2e5 MUMPS is as fast and more robust;
-#: * 1-D, several classes: as fast as MUMPS at 5e5 unknowns (the 2-D depth-time mesh of a
-#:   1-D state fills little under nested dissection), faster and leaner above;
-#: * 2-D (a 3-D depth-time mesh, where LU fills like n^(4/3)): multigrid is 4x faster
-#:   than MUMPS at 1e4 unknowns and 14x at 7.4e4 (two classes), and both reach the same
-#:   solution to round-off, so it is the default from 1e4 on
-MULTIGRID_FROM: dict[tuple[int, int], float] = {(1, 1): 2.0e5, (1, 2): 5.0e5, (2, 1): 1.0e4, (2, 2): 1.0e4}
+#: * 1-D, several classes (provisional, loaded machine): 1.2x faster than MUMPS at 1.3e5
+#:   unknowns with 48 % less memory, the same CPU share; the one-class threshold until a
+#:   quiet run places it;
+#: * 2-D (a 3-D depth-time mesh, where LU fills like n^(4/3)): multigrid is 3x faster than
+#:   MUMPS at 1e4 unknowns and 11x at 7.4e4 (two classes, per CPU second), with 2-4.6x less
+#:   memory, and both reach the same solution to round-off: the default from 1e4 on
+MULTIGRID_FROM: dict[tuple[int, int], float] = {(1, 1): 2.0e5, (1, 2): 2.0e5, (2, 1): 1.0e4, (2, 2): 1.0e4}
 
 #: MUMPS LU (the package inserts the factor package only where PETSc has MUMPS)
 DIRECT = {"ksp_type": "preonly", "pc_type": "lu"}

@@ -44,6 +44,20 @@ def _sorted_part(cols: np.ndarray, src: np.ndarray, keep: np.ndarray) -> tuple[n
 _BLOCK = 1 << 18
 
 
+def _entry_order(nd: int, dof: int) -> np.ndarray:
+    """The entries ``(q, s, b)`` of a row in increasing natural column order: level (``q``),
+    then the node offset ``-e_1 .. -e_d, 0, +e_d .. +e_1`` (axis 1 the slowest), then the
+    field."""
+    S = 2 * nd + 1
+    node_rank = np.empty(S, dtype=np.int64)
+    for k in range(nd):  # stencil index 1 + 2k is -e_k, 2 + 2k is +e_k (walk.stencil_offsets)
+        node_rank[1 + 2 * k] = k
+        node_rank[2 + 2 * k] = 2 * nd - k
+    node_rank[0] = nd
+    q, st, b = np.meshgrid(np.arange(2), np.arange(S), np.arange(dof), indexing="ij")
+    return np.lexsort((b.ravel(), node_rank[st.ravel()], q.ravel()))
+
+
 def _gather(flat: np.ndarray, src: np.ndarray, out: np.ndarray) -> None:
     """``out[:] = flat[src]``; 32-bit ``src`` (half the memory of the index arrays) is
     widened block by block into a cache-sized buffer (``numpy.take`` would widen it all)."""
@@ -74,22 +88,27 @@ class ChunkPattern:
         g = mesh.slab
         dof = 2 * d.K
         S = 2 * nd + 1
+        I32 = np.int32
         level, nodes, field, valid = stencil_columns(s, d)
         gshape = mesh.ghost_shape
-        local = level - g.l0
+        # ghosted-local index of every entry's column (32-bit: a rank's ghosted box is small)
+        local = (level - g.l0).astype(I32)
         for k in range(nd):
-            local = local * gshape[1 + k] + (nodes[k] - g.i0[k])
-        local = local * dof + field
+            local = local * I32(gshape[1 + k]) + (nodes[k] - g.i0[k]).astype(I32)
+        local = local * I32(dof) + field.astype(I32)
         nl = s.ye - s.ys
         owned = s.owned_count
         shape = (nl,) + owned + (dof, 2, S, dof)
-        local = np.broadcast_to(local, shape)
-        valid = np.broadcast_to(valid, shape)
-        lg = mesh.da.getLGMap()
-        cols = np.full(shape, -1, dtype=PETSc.IntType)
-        cols[valid] = lg.apply(local[valid].astype(PETSc.IntType))
         nrow = int(np.prod(shape[:nd + 2]))
-        cols = cols.reshape(nrow, -1)
+        E = 2 * S * dof
+        # the entries of a row in increasing natural column order (:func:`_entry_order`)
+        order = _entry_order(nd, dof)
+        local = np.broadcast_to(local, shape).reshape(nrow, E)[:, order]
+        valid = np.broadcast_to(valid, shape).reshape(nrow, E)[:, order]
+        lg = mesh.da.getLGMap()
+        cols = np.full((nrow, E), -1, dtype=PETSc.IntType)
+        cols[valid] = lg.apply(local[valid].astype(PETSc.IntType))
+        del local
         lrow = np.arange(s.ys - g.l0, s.ye - g.l0).reshape([-1] + [1] * (nd + 1))
         for k in range(nd):
             lrow = lrow * gshape[1 + k] + (np.arange(s.xs[k], s.xe[k]) - g.i0[k]).reshape(
@@ -101,35 +120,42 @@ class ChunkPattern:
         self.row0 = int(rows[0]) - r0  # first local row
         if not np.array_equal(rows, rows[0] + np.arange(nrow)):  # pragma: no cover - DMDA numbering
             raise RuntimeError("pattern: the rows of a chunk of levels are not contiguous in PETSc's numbering")
-        # position of entry (n, *i, a, q, s, b) in the field-major VF[a, q, s, b, n, *i]
+        # position of entry (n, *i, a, q, s, b) in the field-major VF[a, q, s, b, n, *i]:
+        # ((a E + e) nl + n) P + p for the row (n, p, a) and the entry e = (q, s, b)
         P = int(np.prod(owned))
-        ndim_v = nd + 5
-
-        def shaped(v: np.ndarray, axis: int) -> np.ndarray:
-            return v.reshape([-1 if k == axis else 1 for k in range(ndim_v)])
-
-        ip = np.arange(P).reshape((1,) + owned + (1, 1, 1, 1))  # the owned node, C order
-        n = shaped(np.arange(nl), 0)
-        a = shaped(np.arange(dof), nd + 1)
-        q = shaped(np.arange(2), nd + 2)
-        st = shaped(np.arange(S), nd + 3)
-        b = shaped(np.arange(dof), nd + 4)
-        src = ((((a * 2 + q) * S + st) * dof + b) * nl + n) * P + ip
-        src = np.broadcast_to(src, shape).reshape(nrow, -1)
-        ok = cols >= 0
-        inside = ok & (cols >= r0) & (cols < r1)
-        self.d_count, dj, dsrc = _sorted_part(cols, src, inside)
-        self.o_count, oj, osrc = _sorted_part(cols, src, ok & ~inside)
-        itype = np.int32 if nl * P * dof * 2 * S * dof < 2**31 else np.int64
+        itype = I32 if nl * P * dof * E < 2**31 else np.int64
+        tbl = (np.arange(dof, dtype=itype)[:, None] * E + order[None, :].astype(itype)) * itype(nl)  # [a, e]
+        point = (np.arange(nl, dtype=itype)[:, None] * P + np.arange(P, dtype=itype)[None, :]).reshape(-1)
+        src = ((tbl[None, :, :] * itype(P)) + point[:, None, None]).reshape(nrow, E)
+        # the rank's own columns: PETSc numbers its box in natural order, so in every row
+        # they increase in the entry order above
+        inside = (cols >= r0) & (cols < r1)
+        self.d_count = inside.sum(axis=1)
+        dj = cols[inside]
+        dsrc = src[inside]
+        row = np.repeat(np.arange(nrow), self.d_count)
+        if np.any((np.diff(dj) <= 0) & (row[1:] == row[:-1])):  # pragma: no cover - numbering changed
+            raise RuntimeError("pattern: the rank's own columns are not in natural order")
+        del row
+        # columns of other ranks: only the rows next to a cut, sorted one by one
+        outside = (cols >= 0) & ~inside
+        cut = np.flatnonzero(outside.any(axis=1))
+        self.o_count = np.zeros(nrow, dtype=np.int64)
+        oj = osrc = np.zeros(0, dtype=np.int64)
+        if cut.size:
+            cnt, oj, osrc = _sorted_part(cols[cut], src[cut], outside[cut])
+            self.o_count[cut] = cnt
         self.d_cols = (dj - r0).astype(PETSc.IntType)
         self.o_cols = oj.astype(PETSc.IntType)
-        self.d_src = dsrc.astype(itype)
+        self.d_src = dsrc.astype(itype, copy=False)
         self.o_src = osrc.astype(itype)
-        self.set_entries = int(ok.sum())
-        if ijv:
-            self.cols = np.ascontiguousarray(cols)
+        self.set_entries = int(inside.sum() + outside.sum())
+        if ijv:  # row-major values V[n, *i, a, q, s, b]: the entries in their stencil order
+            inv = np.empty_like(order)
+            inv[order] = np.arange(E)
+            self.cols = np.ascontiguousarray(cols[:, inv])
             self.rows = rows
-            self.rowptr = (np.arange(nrow + 1) * cols.shape[1]).astype(PETSc.IntType)
+            self.rowptr = (np.arange(nrow + 1) * E).astype(PETSc.IntType)
         else:
             self.cols = self.rows = self.rowptr = None
         self.d_range = self.o_range = (0, 0)

@@ -39,7 +39,7 @@ from ..parallel.linear import DIRECT, MULTIGRID, choose_linear, options_string
 __all__ = ["SOLVERS", "Configuration", "solver_options", "case_mesh", "case_unknowns", "load_rates", "plan",
            "parse_bytes", "parse_mesh", "format_mesh", "RATES_PATH", "RATES_FORMAT", "fit_power", "stream_triad",
            "measure_case", "compile_triad", "run_triad_copies", "bandwidth_ceiling", "usable_cpus", "job_bytes",
-           "iteration_seconds", "model_for", "ASPECT"]
+           "iteration_seconds", "model_for", "ASPECT", "auto_solver"]
 
 
 @dataclass(frozen=True)
@@ -799,6 +799,13 @@ class _Sizes:
         self.unknowns = case_unknowns(nodes, N, K)
 
 
+def auto_solver(nodes, layers: int, classes: int) -> str:
+    """What ``solver.linear = "auto"`` runs on a mesh: ``"direct"`` or ``"multigrid"``
+    (:func:`mfc_hpc.parallel.linear.choose_linear`), the names of their rate models."""
+    nodes = (nodes,) if isinstance(nodes, int) else tuple(nodes)
+    return choose_linear(_Sizes(nodes, int(layers), int(classes)), "auto")
+
+
 def plan(memory: float, ranks: int, classes: int = 1, ndim: int = 1, solver: str | None = None,
          aspect: float | None = None, safety: float = 0.8, rates: dict | None = None) -> dict:
     """The largest mesh ``M^d x (N+1)`` with ``M - 1 = aspect N`` whose modelled memory is at
@@ -817,7 +824,7 @@ def plan(memory: float, ranks: int, classes: int = 1, ndim: int = 1, solver: str
         if solver is not None:
             return solver
         nodes, _ = mesh(N)
-        return choose_linear(_Sizes(nodes, N, classes), "auto")
+        return auto_solver(nodes, N, classes)
 
     def bytes_of(N: int) -> float:
         nodes, _ = mesh(N)
