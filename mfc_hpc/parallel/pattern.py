@@ -176,6 +176,9 @@ class JacobianPattern:
         X.destroy()
         self.chunks = [ChunkPattern(mesh, c, self.r0, self.r1, ijv)
                        for c in jacobian_chunks(mesh.slab, mesh.d, max_values)]
+        if ijv:  # filled by MatSetValuesIJV only: the gather's arrays are not needed
+            for c in self.chunks:
+                c.d_cols = c.o_cols = c.d_src = c.o_src = None
         self.matrix: PETSc.Mat | None = None
         self._arrays: tuple = ()
 
@@ -213,6 +216,8 @@ class JacobianPattern:
                 setattr(c, f"{part}_range", (start, start + m))
                 start += m
             parts[part] = (ptr, cols, vals)
+        for c in chunks:  # the columns now live in the matrix's arrays only
+            c.d_cols = c.o_cols = c.d_count = c.o_count = None
         self._values = (parts["d"][2], parts["o"][2])
         csr = parts["d"] if mesh.comm.getSize() == 1 else (parts["d"], parts["o"])
         A = PETSc.Mat().createAIJWithArrays(size=((n, N), (n, N)), csr=csr, bsize=2 * mesh.d.K, comm=mesh.comm)
