@@ -620,8 +620,6 @@ def gradient_case(case: dict, problem, comm, rss_base: int, latency) -> dict | N
     rss_all, base_all = mpi.gather(_rss_bytes(), root=0), mpi.gather(rss_base, root=0)
     if mpi.rank != 0:
         return None
-    from ..jobs.solve import Outcome  # noqa: F401  (the package is importable: same record shape)
-
     out = _common_record(case, problem.cfg, comm.getSize(), (), problem.d.unknowns, rss_all, base_all, latency)
     out.update({"kind": "gradient", "route": route, "gradient_seconds": times, "converged": True,
                 "median": {"gradient": float(np.median(times)), "cpu_fraction": float(min(cpus))}})
