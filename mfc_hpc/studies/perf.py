@@ -66,14 +66,15 @@ SOLVERS: dict[str, Configuration] = {
     "default": Configuration("", "petsc", "auto", "the package's size rule (solver.linear = auto)"),
     "direct": Configuration("", "petsc", "direct", "MUMPS LU (solver.linear = direct)"),
     "multigrid": Configuration("", "depth", "multigrid",
-                               "FGMRES + Galerkin PCMG, GMRES(4)/ILU(0) smoothing, ranks along depth "
-                               "(solver.linear = multigrid)"),
+                               "FGMRES + Galerkin PCMG, GMRES(4) + block-Jacobi (1-D) or additive-Schwarz (2-D) "
+                               "ILU(0) smoothing, ranks along depth (solver.linear = multigrid)"),
     "mumps": Configuration(options_string({**DIRECT, "pc_factor_mat_solver_type": "mumps"}), "petsc", None,
                            "MUMPS LU as options"),
     "fgmres_mg": Configuration(_MG + " mg_coarse_pc_factor_mat_solver_type mumps", "petsc", None,
                                "the multigrid preset on PETSc's process grid"),
     "fgmres_mg_levels": Configuration(_MG + " mg_coarse_pc_factor_mat_solver_type mumps", "depth", None,
-                                      "the multigrid preset, ranks along depth (as options)"),
+                                      "the multigrid with block-Jacobi ILU(0) smoothing, ranks along depth (the "
+                                      "1-D preset as options; in 2-D the preset before the Schwarz smoother)"),
     # smoothers of the multigrid (each the preset with one change)
     "mg_richardson": Configuration(_MG + " mg_coarse_pc_factor_mat_solver_type mumps "
                                    "mg_levels_ksp_type richardson mg_levels_ksp_max_it 2", "depth", None,
