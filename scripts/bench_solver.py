@@ -1,22 +1,32 @@
 #!/usr/bin/env python
-"""Benchmark of the Newton solver: iterations, time per iteration by phase, peak memory.
+"""Benchmark of the Newton solver for any state dimension: iterations (Newton, and linear
+per Newton step), time per iteration by phase, matrix entries allocated vs set per row,
+peak memory.
 
-For every mesh size x linear-solver configuration x rank count it launches one
-``mpiexec -n P python -m mfc_hpc.perf`` process group (so peak memory is per case) that
-builds the solver, computes the uncontrolled initial guess and runs Newton ``--repeats``
-times; the table quotes medians of the repeats and the slowest rank's time of each phase.
+For every mesh x linear-solver configuration x Jacobian preallocation x rank count it
+launches one ``mpiexec -n P python -m mfc_hpc.studies.perf`` process group (so peak memory
+is per case) that builds the solver, computes the uncontrolled initial guess and runs
+Newton ``--repeats`` times; the table quotes medians of the repeats and the slowest
+rank's time of each phase.
 
     source scripts/env.sh
-    python scripts/bench_solver.py --quick                       # smoke run, ~20 s
-    python scripts/bench_solver.py --out results/bench.json      # 1e4 .. 1e6 unknowns, 1 and 2 ranks
-    python scripts/bench_solver.py --solvers mumps,gmres_bjacobi_ilu2 --sizes 129x32,513x128 --ranks 1,2
-    python scripts/bench_solver.py --assembly 513x128            # Jacobian assembly variants
-    python scripts/bench_solver.py --bandwidth                   # STREAM triad vs residual bandwidth
-    python scripts/bench_solver.py --grid-levels 3 --sizes 257x64,513x128 --ranks 1   # grid sequencing
-    python scripts/bench_solver.py --write-rates results/bench.json   # refit mfc_hpc/perf_rates.json
+    python scripts/bench_solver.py --quick                          # smoke run, ~20 s
+    python scripts/bench_solver.py --out results/bench.json         # 1-D closed form, 1e4 .. 1e6 unknowns
+    python scripts/bench_solver.py --config mfc_hpc/examples/bench_2d.toml --sizes 33x33x16,65x65x32 \\
+        --solvers default --ranks 1,2 --out results/bench_2d.json   # 2-D, two classes
+    python scripts/bench_solver.py --preallocation box,exact --sizes 705x176 --solvers default ...
+    python scripts/bench_solver.py --assembly 65x65x32 --config mfc_hpc/examples/bench_2d.toml
+    python scripts/bench_solver.py --bandwidth --bandwidth-size 65x65x32 --config mfc_hpc/examples/bench_2d.toml
+    python scripts/bench_solver.py --grid-levels 2 --sizes 129x129x64 --config mfc_hpc/examples/bench_2d.toml
+    python scripts/bench_solver.py --gradient --sizes 1409x352 --ranks 1,2     # optimisation route
+    python scripts/bench_solver.py --write-rates results/bench.json results/bench_2d.json   # refit perf_rates.json
+    python scripts/bench_solver.py --report results/bench.json      # Markdown tables
 
-Sizes are ``MxN`` (nodes x layers) of ``--config`` (default: the one-class closed form,
-``2 M (N+1)`` unknowns). Solver names are those of :data:`mfc_hpc.perf.SOLVERS`.
+Sizes are ``NODESxLAYERS`` (1-D) or ``NODES1xNODES2xLAYERS`` (2-D) of ``--config`` (default:
+the one-class closed form, ``2 K M (N+1)`` unknowns). Solver names are those of
+:data:`mfc_hpc.studies.perf.SOLVERS` (``default``: the package's choice for the mesh).
+``--preallocation box`` gives the Jacobian the DMDA's full box stencil (the layout of the
+1-D releases, ``-mfc_jacobian_preallocation box``), ``exact`` the entries the scheme sets.
 ``--launcher`` is a template such as ``"srun -n {n}"`` (default ``mpiexec -n {n}``).
 The JSON holds every case with every repeat; ``--write-rates`` fits the model that
 ``mfc-hpc plan`` uses and writes it into the package.
@@ -36,18 +46,29 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mfc_hpc.perf import RATES_PATH, SOLVERS, fit_power  # noqa: E402  (no PETSc needed here)
+from mfc_hpc.studies.perf import (RATES_FORMAT, RATES_PATH, SOLVERS, fit_power, format_mesh,  # noqa: E402
+                                  parse_mesh)
 
 DEFAULT_CONFIG = REPO / "mfc_hpc" / "examples" / "closed_form.toml"
-DEFAULT_SIZES = "129x32,257x64,513x128,1025x256,1409x352"
-QUICK_SIZES = "65x16,129x32"
+DEFAULT_SIZES = {1: "129x32,257x64,513x128,1025x256,1409x352", 2: "17x17x8,33x33x16,65x65x32,129x129x64"}
+QUICK_SIZES = {1: "65x16,129x32", 2: "9x9x4,17x17x8"}
 
 
-def parse_sizes(s: str) -> list[tuple[int, int]]:
+def config_dim(config: str | Path) -> tuple[int, int]:
+    """``(d, K)`` of a configuration file (read without building the problem)."""
+    from mfc_hpc.config import load_config
+
+    cfg = load_config(config)
+    return cfg.ndim, (cfg.K or 0)
+
+
+def parse_sizes(s: str, ndim: int | None = None) -> list[tuple[tuple[int, ...], int]]:
     out = []
     for tok in s.split(","):
-        m, n = tok.lower().split("x")
-        out.append((int(m), int(n)))
+        nodes, N = parse_mesh(tok)
+        if ndim is not None and len(nodes) != ndim:
+            raise SystemExit(f"bench_solver: mesh {tok!r} has {len(nodes)} state axes, the configuration {ndim}")
+        out.append((nodes, N))
     return out
 
 
@@ -73,7 +94,11 @@ def run_case(case: dict, ranks: int, launcher: str, extra: list[str], timeout: f
         if case.get("io"):
             case["io_dir"] = tmp
         cpath.write_text(json.dumps(case))
-        cmd = shlex.split(launcher.format(n=ranks)) + [python, "-m", "mfc_hpc.perf", str(cpath), str(opath)] + extra
+        opts = list(extra)
+        if case.get("preallocation"):
+            opts += ["-mfc_jacobian_preallocation", case["preallocation"]]
+        cmd = shlex.split(launcher.format(n=ranks)) + [python, "-m", "mfc_hpc.studies.perf", str(cpath),
+                                                       str(opath)] + opts
         t = time.perf_counter()
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env(), cwd=REPO)
@@ -95,70 +120,102 @@ def fmt_bytes(b: float) -> str:
     return f"{b / 2**20:.0f}M" if b < 2**30 else f"{b / 2**30:.2f}G"
 
 
+def mesh_of(r: dict) -> str:
+    return format_mesh(r["nodes"], r["layers"])
+
+
+def _key(r: dict) -> tuple:
+    return (r["solver"], mesh_of(r), r.get("preallocation"))
+
+
+def _lin(m: dict) -> str:
+    lp = m.get("linear_per_newton") or []
+    return "/".join(map(str, lp)) if lp else ""
+
+
 def table(records: list[dict]) -> str:
-    head = (f"{'solver':20s} {'MxN':>10s} {'unknowns':>9s} {'P':>2s} {'newton':>6s} {'lin':>6s} "
-            f"{'s/it':>7s} {'resid':>7s} {'jac':>7s} {'linsol':>7s} {'asm%':>5s} {'newton s':>8s} "
-            f"{'total s':>8s} {'peak/rank':>9s} {'B/unk':>6s} {'speedup':>7s} {'cpu%':>5s}")
+    head = (f"{'solver':18s} {'prealloc':8s} {'mesh':>12s} {'unknowns':>9s} {'P':>2s} {'newton':>6s} {'lin/step':>12s} "
+            f"{'s/it':>7s} {'resid':>6s} {'jac':>6s} {'linsol':>7s} {'asm%':>5s} {'total s':>8s} "
+            f"{'alloc/row':>9s} {'set/row':>7s} {'peak/rank':>9s} {'B/unk':>6s} {'speedup':>7s} {'cpu%':>9s}")
     lines = [head, "-" * len(head)]
-    t1 = {(r["solver"], r["nodes"], r["layers"]): r["median"]["total"] for r in records
-          if r.get("ranks") == 1 and r.get("converged") and "median" in r}
+    t1 = {_key(r): r["median"]["total"] for r in records
+          if r.get("ranks") == 1 and r.get("converged") and "median" in r and "total" in r["median"]}
     seq = [r for r in records if r.get("grid_levels")]
     for r in records:
-        key = f"{r['nodes']}x{r['layers']}"
-        if r.get("grid_levels"):
+        if r.get("grid_levels") or r.get("kind") == "gradient":
             continue
+        pre = r.get("preallocation") or "exact"
         if "median" not in r:
-            lines.append(f"{r['solver']:20s} {key:>10s} {'':>9s} {r['ranks']:>2d}  FAILED: {r.get('error', '')}")
+            lines.append(f"{r['solver']:18s} {pre:8s} {mesh_of(r):>12s} {'':>9s} {r['ranks']:>2d}  FAILED: "
+                         f"{r.get('error', '')}")
             continue
         m = r["median"]
         pi = m.get("per_iteration", {})
-        s1 = t1.get((r["solver"], r["nodes"], r["layers"]))
+        s1 = t1.get(_key(r))
         sp = f"{s1 / m['total']:.2f}" if s1 and r["ranks"] > 1 else ""
         ok = "" if r.get("converged") else " (not converged)"
+        mi = r.get("matrix") or {}
+        cpu = "/".join(f"{100 * c:.0f}" for c in r["repeats_data"][0].get("cpu_fraction_ranks", [])) \
+            if r.get("repeats_data") else ""
         lines.append(
-            f"{r['solver']:20s} {key:>10s} {r['unknowns']:>9d} {r['ranks']:>2d} {m['newton_iterations']:>6.0f} "
-            f"{m.get('linear_iterations', 0):>6.0f} {pi.get('total', 0):>7.3f} {pi.get('residual', 0):>7.3f} "
-            f"{pi.get('jacobian', 0):>7.3f} {pi.get('linear_solve', 0):>7.3f} "
-            f"{100 * m.get('assembly_fraction', 0):>5.1f} {m['newton_wall']:>8.2f} {m['total']:>8.2f} "
-            f"{fmt_bytes(r['rss_peak_max']):>9s} {r['bytes_per_unknown']:>6.0f} {sp:>7s} "
-            f"{100 * m['cpu_fraction'] if 'cpu_fraction' in m else float('nan'):>5.0f}{ok}")
+            f"{r['solver']:18s} {pre:8s} {mesh_of(r):>12s} {r['unknowns']:>9d} {r['ranks']:>2d} "
+            f"{m['newton_iterations']:>6.0f} {_lin(m):>12s} {pi.get('total', 0):>7.3f} {pi.get('residual', 0):>6.3f} "
+            f"{pi.get('jacobian', 0):>6.3f} {pi.get('linear_solve', 0):>7.3f} "
+            f"{100 * m.get('assembly_fraction', 0):>5.1f} {m['total']:>8.2f} "
+            f"{mi.get('allocated_per_row', float('nan')):>9.2f} {mi.get('set_per_row', float('nan')):>7.2f} "
+            f"{fmt_bytes(r['rss_peak_max']):>9s} {r['bytes_per_unknown']:>6.0f} {sp:>7s} {cpu:>9s}{ok}")
     if seq:
         lines += ["", "grid sequencing: Newton iterations per mesh, coarse to fine (median total time)"]
         for r in seq:
             if "median" not in r:
-                lines.append(f"{r['solver']:20s} {r['nodes']}x{r['layers']} P={r['ranks']} FAILED: {r.get('error', '')}")
+                lines.append(f"{r['solver']:18s} {mesh_of(r)} P={r['ranks']} FAILED: {r.get('error', '')}")
                 continue
-            per = ", ".join(f"{h['nodes']}x{h['layers']}: {h['newton_iterations']}" for h in r["median"]["newton_per_mesh"])
-            lines.append(f"{r['solver']:20s} P={r['ranks']} levels={r['grid_levels']}  {per}  "
-                         f"({r['median']['total']:.2f} s)")
+            per = ", ".join(f"{format_mesh(h['nodes'], h['layers'])}: {h['newton_iterations']}"
+                            for h in r["median"]["newton_per_mesh"])
+            lines.append(f"{r['solver']:18s} P={r['ranks']} levels={r['grid_levels']}  {per}  "
+                         f"({r['median']['total']:.2f} s, {r['median'].get('linear_solver')})")
+    grads = [r for r in records if r.get("kind") == "gradient"]
+    if grads:
+        lines += ["", "optimisation route: seconds per cost-and-gradient evaluation (median)"]
+        for r in grads:
+            if "median" not in r:
+                lines.append(f"{mesh_of(r)} P={r['ranks']} FAILED: {r.get('error', '')}")
+                continue
+            lines.append(f"{mesh_of(r):>12s} {r['unknowns']:>9d} P={r['ranks']} route={r['route']}: "
+                         f"{r['median']['gradient']:.3f} s (cpu {100 * r['median']['cpu_fraction']:.0f}%)")
     return "\n".join(lines)
 
 
 def markdown(records: list[dict]) -> str:
     """The table of :func:`table` in Markdown (for docs/performance.md)."""
-    t1 = {(r["solver"], r["nodes"], r["layers"]): r["median"]["total"] for r in records
-          if r.get("ranks") == 1 and r.get("converged") and "median" in r and not r.get("grid_levels")}
-    lines = ["| solver | M x N | unknowns | ranks | Newton | linear its | s/iteration | residual | Jacobian "
-             "| linear solve | assembly % | solve s | speed-up | peak RSS/rank | bytes/unknown | cpu % |",
-             "|" + "---|" * 16]
+    t1 = {_key(r): r["median"]["total"] for r in records
+          if r.get("ranks") == 1 and r.get("converged") and "median" in r and "total" in r["median"]}
+    cols = ["solver", "prealloc", "mesh", "unknowns", "ranks", "Newton", "linear its per Newton step",
+            "s/iteration", "residual", "Jacobian", "linear solve", "assembly %", "solve s", "speed-up",
+            "entries allocated/row", "set/row", "peak RSS/rank", "bytes/unknown", "cpu % per rank"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in records:
-        if r.get("grid_levels"):
+        if r.get("grid_levels") or r.get("kind") == "gradient":
             continue
+        pre = r.get("preallocation") or "exact"
         if "median" not in r:
-            lines.append(f"| {r['solver']} | {r['nodes']}x{r['layers']} | | {r['ranks']} | failed: "
-                         f"{r.get('error', '')} |" + " |" * 11)
+            lines.append(f"| {r['solver']} | {pre} | {mesh_of(r)} | | {r['ranks']} | failed: {r.get('error', '')} |"
+                         + " |" * (len(cols) - 6))
             continue
         m, pi = r["median"], r["median"]["per_iteration"]
-        s1 = t1.get((r["solver"], r["nodes"], r["layers"]))
+        s1 = t1.get(_key(r))
         sp = f"{s1 / m['total']:.2f}" if s1 and r["ranks"] > 1 else ""
         nrep = len(r["repeats_data"])
-        cpu = f"{100 * m['cpu_fraction']:.0f}" if "cpu_fraction" in m else ""
+        cpu = ", ".join("/".join(f"{100 * c:.0f}" for c in rep.get("cpu_fraction_ranks", []))
+                        for rep in r["repeats_data"])
+        mi = r.get("matrix") or {}
         lines.append(
-            f"| {r['solver']} | {r['nodes']}x{r['layers']} | {r['unknowns']:,} | {r['ranks']} | "
-            f"{m['newton_iterations']:.0f} | {m['linear_iterations']:.0f} | {pi['total']:.3f} | {pi['residual']:.3f} | "
+            f"| {r['solver']} | {pre} | {mesh_of(r)} | {r['unknowns']:,} | {r['ranks']} | "
+            f"{m['newton_iterations']:.0f} | {_lin(m)} | {pi['total']:.3f} | {pi['residual']:.3f} | "
             f"{pi['jacobian']:.3f} | {pi['linear_solve']:.3f} | {100 * m['assembly_fraction']:.1f} | "
-            f"{m['total']:.2f}{'' if nrep >= 3 else f' ({nrep} run)'} | {sp} | {fmt_bytes(r['rss_peak_max'])} | "
-            f"{r['bytes_per_unknown']:.0f} | {cpu} |")
+            f"{m['total']:.2f}{'' if nrep >= 3 else f' ({nrep} run)'} | {sp} | "
+            f"{mi.get('allocated_per_row', float('nan')):.2f} | {mi.get('set_per_row', float('nan')):.2f} | "
+            f"{fmt_bytes(r['rss_peak_max'])} | {r['bytes_per_unknown']:.0f} | {cpu} |")
     return "\n".join(lines)
 
 
@@ -171,23 +228,26 @@ def _dedicated(r: dict) -> float:
     return m["per_iteration"]["total"] * min(m.get("cpu_fraction") or 1.0, 1.0)
 
 
-def fit_rates(records: list[dict], default_solver: str = "mumps") -> dict:
-    """Fit ``bytes/unknown = a n^p`` and ``s/iteration = a n^p`` per solver on the one-rank
-    cases (largest three meshes), the best parallel efficiency measured, and the ranks' baseline."""
+def fit_rates(records: list[dict]) -> dict:
+    """Fit ``bytes/unknown = a n^p`` and ``s/iteration = a n^p`` per (solver, d, K) on the
+    one-rank cases (largest three meshes), the best parallel efficiency measured, and the
+    ranks' baseline. Only exact-preallocation Newton cases count."""
     import platform
 
     import numpy as np
 
-    out = {"generated_by": "scripts/bench_solver.py --write-rates", "generated": time.strftime("%Y-%m-%d %H:%M"),
-           "machine": f"{platform.node()} {os.cpu_count()} cpus", "solvers": {}}
-    ok = [r for r in records if r.get("converged") and "median" in r and "per_iteration" in r["median"]]
+    out = {"format": RATES_FORMAT, "generated_by": "scripts/bench_solver.py --write-rates",
+           "generated": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.node()} {os.cpu_count()} cpus",
+           "models": []}
+    ok = [r for r in records if r.get("converged") and "median" in r and "per_iteration" in r["median"]
+          and (r.get("preallocation") or "exact") == "exact" and not r.get("grid_levels")]
     out["rank_baseline_bytes"] = float(np.median([r["rss_base_sum"] / r["ranks"] for r in ok])) if ok else 1.2e8
-    for s in sorted({r["solver"] for r in ok}):
-        one = sorted((r for r in ok if r["solver"] == s and r["ranks"] == 1), key=lambda r: r["unknowns"])
+    groups = sorted({(r["solver"], r.get("ndim", 1), r.get("classes", 1)) for r in ok})
+    for s, nd, K in groups:
+        mine = [r for r in ok if (r["solver"], r.get("ndim", 1), r.get("classes", 1)) == (s, nd, K)]
+        one = sorted((r for r in mine if r["ranks"] == 1), key=lambda r: r["unknowns"])
         if not one:
             continue
-        n = [r["unknowns"] for r in one]
-        # fit on the largest sizes, where the baseline noise of small runs does not dominate
         big = one[-3:] if len(one) >= 3 else one
         a_b, p_b = fit_power([r["unknowns"] for r in big], [max(r["bytes_per_unknown"], 1.0) for r in big])
         if p_b < 0:  # small meshes are dominated by the baseline: never extrapolate downwards
@@ -195,26 +255,26 @@ def fit_rates(records: list[dict], default_solver: str = "mumps") -> dict:
         a_t, p_t = fit_power([r["unknowns"] for r in big], [_dedicated(r) for r in big])
         if p_t < 1:  # the work per unknown does not shrink as the mesh grows
             a_t, p_t = _dedicated(big[-1]) / big[-1]["unknowns"], 1.0
-        model = {"bytes_per_unknown": {"a": a_b, "p": p_b}, "seconds_per_iteration": {"a": a_t, "p": p_t},
+        model = {"solver": s, "ndim": nd, "classes": K,
+                 "bytes_per_unknown": {"a": a_b, "p": p_b}, "seconds_per_iteration": {"a": a_t, "p": p_t},
                  "newton_iterations": max(r["median"]["newton_iterations"] for r in one),
-                 "measured_unknowns": n}
-        # parallel efficiency: the best measured on meshes of >= 1e5 unknowns (or the largest
-        # mesh), since on a shared machine the others are lowered by other jobs (see cpu %)
+                 "measured_unknowns": [r["unknowns"] for r in one],
+                 "linear_solver": [r["median"].get("linear_solver") for r in one]}
         effs = []
-        for r in ok:
-            if r["solver"] != s or r["ranks"] == 1:
+        for r in mine:
+            if r["ranks"] == 1:
                 continue
             base = next((b for b in one if b["unknowns"] == r["unknowns"]), None)
             if base:
-                effs.append((r["unknowns"] >= 1e5, base["median"]["per_iteration"]["total"]
-                             / (r["ranks"] * r["median"]["per_iteration"]["total"]), r["unknowns"], r["ranks"]))
+                effs.append((r["unknowns"] >= 1e5, _dedicated(base) / (r["ranks"] * r["median"]["per_iteration"]["total"]
+                                                                      * min(r["median"].get("cpu_fraction") or 1, 1)),
+                             r["unknowns"], r["ranks"]))
         if effs:
             big_e = [e for e in effs if e[0]] or [max(effs, key=lambda e: e[2])]
             best = max(big_e, key=lambda e: e[1])
             model["parallel_efficiency"] = min(best[1], 1.0)
             model["parallel_efficiency_at"] = {"unknowns": best[2], "ranks": best[3]}
-        out["solvers"][s] = model
-    out["default_solver"] = default_solver if default_solver in out["solvers"] else next(iter(out["solvers"]), None)
+        out["models"].append(model)
     return out
 
 
@@ -231,25 +291,35 @@ def run_worker(mode: str, args: list[str], ranks: int, launcher: str, timeout: f
         return json.loads(out.read_text())
 
 
-def assembly_worker(out: str, M: int, N: int, config: str, repeats: int) -> None:
-    """Time the Jacobian evaluation and four ways of inserting it (run under mpiexec)."""
+def _worker_solver(mesh: str, config: str, options: list[str]):
     import petsc4py
-    petsc4py.init([sys.argv[0]])
+    petsc4py.init([sys.argv[0]] + options)
+    from mfc_hpc.config import load_config
+    from mfc_hpc.drivers.run import build_solver
+    from mfc_hpc.jobs.solve import shared_problem
+
+    nodes, N = parse_mesh(mesh)
+    cfg = load_config(config).replace(mesh={"nodes": nodes, "layers": N})
+    ms = build_solver(shared_problem(cfg), verbose=False)
+    ms.uncontrolled_guess()
+    r = ms.solve()  # at the solution: the Jacobian of the last Newton step
+    return ms, r
+
+
+def assembly_worker(out: str, mesh: str, config: str, repeats: int) -> None:
+    """Time the Jacobian evaluation and its insertion: the gather into the exact matrix's
+    arrays (the package's path) against ``MatSetValuesIJV`` of the row-major values (the
+    release's path) into the same pattern and into the DMDA's box matrix (run under mpiexec)."""
+    ms, r = _worker_solver(mesh, config, [])
     import numpy as np
+    from mpi4py import MPI
     from petsc4py import PETSc
 
-    from mfc_hpc.config import load_config
-    from mfc_hpc.run import build_solver
-    from mfc_hpc.scheme import slab_jacobian
+    from mfc_hpc.numerics.depth import slab_jacobian_fields
+    from mfc_hpc.parallel.pattern import JacobianPattern
 
-    cfg = load_config(config).replace(mesh={"nodes": M, "layers": N})
-    ms = build_solver(cfg, verbose=False)
-    ms.uncontrolled_guess()
-    mesh, X, d = ms.mesh, ms.X, ms.d
-    comm = mesh.comm.tompi4py()
-    s, K = mesh.slab, d.K
-    dof = 2 * K
-    INS = PETSc.InsertMode.INSERT_VALUES
+    mesh_, X, d = ms.mesh, ms.X, ms.d
+    comm = mesh_.comm.tompi4py()
 
     def med(f) -> float:
         ts = []
@@ -257,111 +327,70 @@ def assembly_worker(out: str, M: int, N: int, config: str, repeats: int) -> None
             comm.Barrier()
             t = time.perf_counter()
             f()
-            ts.append(comm.allreduce(time.perf_counter() - t, op=__import__("mpi4py").MPI.MAX))
+            ts.append(comm.allreduce(time.perf_counter() - t, op=MPI.MAX))
         return float(np.median(ts))
 
-    Zg = mesh.ghosted(X)
-    V = slab_jacobian(Zg, s, d, ms.bd)
-    rowptr, cols, rows = mesh.jacobian_pattern()
-    res = {"unknowns": X.getSize(), "ranks": comm.size, "nodes": M, "layers": N}
-    res["evaluate_slab_jacobian"] = med(lambda: slab_jacobian(mesh.ghosted(X), s, d, ms.bd))
+    Zg = mesh_.ghosted(X)
+    chunks = ms.pattern.chunks
+    VF = [slab_jacobian_fields(Zg, c.slab, d, ms.bd) for c in chunks]
+    res = {"unknowns": X.getSize(), "ranks": comm.size, "mesh": mesh, "chunks": len(chunks),
+           "newton_converged": bool(r.converged)}
+    res["residual"] = med(lambda: ms._residual(None, X, ms.F))
+    res["evaluate"] = med(lambda: [slab_jacobian_fields(mesh_.ghosted(X), c.slab, d, ms.bd) for c in chunks])
 
-    # (a) the current path: AIJ, one setValuesIJV call with -1 for columns off the mesh
-    A = ms.J
+    def gather():
+        for c, v in zip(chunks, VF):
+            ms.pattern.insert(ms.J, c, v)
+        ms.J.assemble()
+    res["gather_into_arrays"] = med(gather)
+    res["assemble_jacobian"] = med(lambda: ms.assemble_jacobian(X, ms.J))
+    ijv = JacobianPattern(mesh_, ijv=True)
+    box = mesh_.da.createMatrix()
+    box.setOption(PETSc.Mat.Option.NO_OFF_PROC_ENTRIES, True)
 
-    def ins_a():
-        A.setValuesIJV(rowptr, cols, V.reshape(rows.size, -1), addv=INS, rowmap=rows)
-        A.assemble()
-    res["aij_setValuesIJV"] = med(ins_a)
+    def row_major():
+        return [np.ascontiguousarray(np.moveaxis(v, (0, 1, 2, 3), (-4, -3, -2, -1))) for v in VF]
+    res["row_major_copy"] = med(row_major)
+    RM = row_major()
 
-    # (b) AIJ, compressed rows (the -1 columns dropped once), values gathered by a mask
-    valid = (cols >= 0).ravel()
-    nnz_row = (cols >= 0).sum(axis=1)
-    rp_c = np.concatenate([[0], np.cumsum(nnz_row)]).astype(PETSc.IntType)
-    cols_c = cols.ravel()[valid]
-    flat = np.flatnonzero(valid)
-
-    def ins_b():
-        A.setValuesIJV(rp_c, cols_c, V.reshape(-1)[flat], addv=INS, rowmap=rows)
-        A.assemble()
-    res["aij_setValuesIJV_compressed"] = med(ins_b)
-
-    # (c) BAIJ (block size 2K), one setValuesBlockedIJV call: 3 x 3 blocks per block row
-    da = mesh.da
-    da.setMatType(PETSc.Mat.Type.BAIJ)
-    B = da.createMatrix()
-    B.setOption(PETSc.Mat.Option.NEW_NONZERO_ALLOCATION_ERR, True)
-    Lo, mo = s.ye - s.ys, s.xe - s.xs
-    Lg, mg, _ = mesh.ghost_shape
-    n_ = np.arange(s.ys, s.ye)[:, None, None, None]
-    i_ = np.arange(s.xs, s.xe)[None, :, None, None]
-    lv = n_ + np.arange(-1, 2)[None, None, :, None]
-    nd = i_ + np.arange(-1, 2)[None, None, None, :]
-    ok = (lv >= 0) & (lv <= d.N) & (nd >= 0) & (nd < d.M)
-    lblk = (lv - s.l0) * mg + (nd - s.i0)
-    lg = da.getLGMap()
-    bcols = np.full((Lo, mo, 3, 3), -1, dtype=PETSc.IntType)
-    lblk = np.broadcast_to(lblk, bcols.shape)
-    okb = np.broadcast_to(ok, bcols.shape)
-    bcols[okb] = lg.applyBlock(lblk[okb].astype(PETSc.IntType))
-    brows = lg.applyBlock((((n_ - s.l0) * mg + (i_ - s.i0))).ravel().astype(PETSc.IntType))
-    nb = Lo * mo
-    brp = (np.arange(nb + 1) * 9).astype(PETSc.IntType)
-    bcols = bcols.reshape(nb, 9)
-    Vb = np.zeros((Lo, mo, 3, 3, dof, dof))
-
-    def to_blocks(V):
-        Vt = np.moveaxis(V, 2, 4)  # [n, i, q, o, a, b]
-        Vb[:, :, 0:2, :, :K, :] = Vt[:, :, :, :, :K, :]
-        Vb[:, :, 1:3, :, K:, :] = Vt[:, :, :, :, K:, :]
-        return Vb
-
-    def ins_c():
-        B.setValuesBlockedIJV(brp, bcols, to_blocks(V).reshape(nb, -1), addv=INS, rowmap=brows)
-        B.assemble()
-    # a block's values are row-major (a, b) within block (lv, nd): check against AIJ
-    ins_c()
-    ins_a()
-    x, y1 = A.createVecs()
+    def ijv_box():
+        for c, v in zip(ijv.chunks, RM):
+            box.setValuesIJV(c.rowptr, c.cols, v.reshape(c.nrow, -1), addv=PETSc.InsertMode.INSERT_VALUES,
+                             rowmap=c.rows)
+        box.assemble()
+    res["setValuesIJV_box"] = med(ijv_box)
+    # the same values in both matrices
+    x, y1 = ms.J.createVecs()
     y2 = y1.duplicate()
     x.setRandom()
-    A.mult(x, y1)
-    B.mult(x, y2)
+    ms.J.mult(x, y1)
+    box.mult(x, y2)
     y1.axpy(-1.0, y2)
-    res["baij_matches_aij"] = bool(y1.norm() <= 1e-12 * max(y2.norm(), 1e-300))
-    res["baij_setValuesBlockedIJV"] = med(ins_c)
-    res["baij_to_blocks_only"] = med(lambda: to_blocks(V))
+    res["box_equals_exact"] = bool(y1.norm() <= 1e-13 * max(y2.norm(), 1e-300))
+    res["matrix"] = ms.matrix_info()
+    # entries per row: the DMDA's box, the stencil of issue 10 (2(2d+1) points x 2K fields,
+    # with the adjoint rows' structural zeros) and the exact pattern (allocated = set)
+    from mfc_hpc.numerics.depth import stencil_columns
 
-    # (d) one setValues call per row (Python loop), on at most 2000 rows, scaled up
-    nrow = min(rows.size, 2000)
-    rl = rows.tolist()
-    Vr = V.reshape(rows.size, -1)
-
-    def ins_d():
-        for r in range(nrow):
-            c = cols[r]
-            A.setValues([rl[r]], c, Vr[r], addv=INS)
-        A.assemble()
-    res["aij_per_row_loop"] = med(ins_d) * rows.size / nrow
-    res["per_row_loop_extrapolated_from_rows"] = nrow
+    rows = box.getSize()[0]
+    full = sum(int(np.broadcast_to(stencil_columns(c.slab, d, structural_zeros=True)[3],
+                                   (c.slab.ye - c.slab.ys,) + c.slab.owned_count
+                                   + (2 * d.K, 2, 2 * d.ndim + 1, 2 * d.K)).sum()) for c in chunks)
+    res["entries_per_row"] = {"box_allocated": box.getInfo(PETSc.Mat.InfoType.GLOBAL_SUM)["nz_allocated"] / rows,
+                              "stencil_with_structural_zeros": mesh_.allsum(full) / rows,
+                              "exact": res["matrix"]["allocated_per_row"]}
     if comm.rank == 0:
         Path(out).write_text(json.dumps(res, indent=1))
 
 
-def bandwidth_worker(out: str, M: int, N: int, config: str, repeats: int) -> None:
+def bandwidth_worker(out: str, mesh: str, config: str, repeats: int) -> None:
     """STREAM triad vs the residual evaluation's achieved bandwidth (one rank)."""
-    import petsc4py
-    petsc4py.init([sys.argv[0]])
+    ms, _ = _worker_solver(mesh, config, [])
     import numpy as np
 
-    from mfc_hpc.config import load_config
-    from mfc_hpc.perf import stream_triad
-    from mfc_hpc.run import build_solver
-    from mfc_hpc.scheme import slab_residual
+    from mfc_hpc.numerics.depth import slab_residual
+    from mfc_hpc.studies.perf import stream_triad
 
-    cfg = load_config(config).replace(mesh={"nodes": M, "layers": N})
-    ms = build_solver(cfg, verbose=False)
-    ms.uncontrolled_guess()
     Zg = ms.mesh.ghosted(ms.X)
     ts = []
     for _ in range(repeats):
@@ -379,9 +408,9 @@ def bandwidth_worker(out: str, M: int, N: int, config: str, repeats: int) -> Non
     # compulsory traffic: read the state, write the residual (2 x 8 bytes per unknown)
     compulsory = 16.0 * n
     tri = stream_triad(n=20_000_000, repeats=repeats)
-    res = {"unknowns": n, "nodes": M, "layers": N, "residual_seconds": t_res, "residual_callback_seconds": t_cb,
-           "residual_compulsory_bytes": compulsory, "residual_bandwidth": compulsory / t_res,
-           "triad": tri}
+    res = {"unknowns": n, "mesh": mesh, "ndim": ms.d.ndim, "classes": ms.d.K, "residual_seconds": t_res,
+           "residual_callback_seconds": t_cb, "residual_compulsory_bytes": compulsory,
+           "residual_bandwidth": compulsory / t_res, "ns_per_unknown": 1e9 * t_res / n, "triad": tri}
     best = max(v for k, v in tri.items() if k != "n")
     res["ratio_residual_to_best_triad"] = res["residual_bandwidth"] / best
     res["ratio_residual_to_numpy_triad"] = res["residual_bandwidth"] / tri["numpy_naive"]
@@ -394,8 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--config", default=str(DEFAULT_CONFIG))
-    p.add_argument("--sizes", default=None, help=f"MxN list (default {DEFAULT_SIZES})")
-    p.add_argument("--solvers", default="mumps,gmres_bjacobi_ilu2", help=f"from: {', '.join(SOLVERS)}")
+    p.add_argument("--sizes", default=None, help="mesh list, e.g. 129x32,257x64 or 33x33x16 (default: by d)")
+    p.add_argument("--solvers", default="default", help=f"from: {', '.join(SOLVERS)}")
+    p.add_argument("--preallocation", default="exact", help="exact, box or both (comma list)")
     p.add_argument("--ranks", default="1,2")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--max-unknowns-repeats", type=float, default=None,
@@ -404,108 +434,124 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grid-levels", type=int, default=0,
                    help="solve with grid sequencing from this many coarser meshes (whole driver, "
                         "reports Newton iterations per mesh)")
+    p.add_argument("--gradient", action="store_true",
+                   help="time the optimisation route's cost-and-gradient evaluation instead of Newton")
     p.add_argument("--launcher", default="mpiexec -n {n}")
-    p.add_argument("--timeout", type=float, default=1800)
+    p.add_argument("--timeout", type=float, default=3600)
     p.add_argument("--out", default=None, help="JSON file (default results/bench_solver.json)")
     p.add_argument("--append", action="store_true", help="add to the cases already in --out")
-    p.add_argument("--assembly", metavar="MxN", default=None, help="compare Jacobian assembly variants")
+    p.add_argument("--assembly", metavar="MESH", default=None, help="time the Jacobian evaluation and insertion")
     p.add_argument("--bandwidth", action="store_true", help="STREAM triad vs residual bandwidth")
-    p.add_argument("--bandwidth-size", default="1025x256")
-    p.add_argument("--write-rates", metavar="JSON", nargs="?", const="", default=None,
-                   help="fit mfc_hpc/perf_rates.json from this benchmark JSON (default: --out)")
+    p.add_argument("--bandwidth-size", default=None, help="mesh of --bandwidth (default 1025x256 / 65x65x32)")
+    p.add_argument("--write-rates", metavar="JSON", nargs="*", default=None,
+                   help="fit mfc_hpc/perf_rates.json from these benchmark JSON files (default: --out)")
     p.add_argument("--rates-out", default=str(RATES_PATH))
+    p.add_argument("--note", default=None, help="a remark stored in the rates file (e.g. how loaded the machine was)")
     p.add_argument("--report", metavar="JSON", default=None, help="print a benchmark JSON as Markdown tables")
     p.add_argument("--assembly-worker", help=argparse.SUPPRESS)
     p.add_argument("--bandwidth-worker", help=argparse.SUPPRESS)
     a, extra = p.parse_known_args(argv)
 
     if a.assembly_worker:
-        M, N = parse_sizes(extra[0])[0]
-        assembly_worker(a.assembly_worker, M, N, a.config, a.repeats)
+        assembly_worker(a.assembly_worker, extra[0], a.config, a.repeats)
         return 0
     if a.bandwidth_worker:
-        M, N = parse_sizes(extra[0])[0]
-        bandwidth_worker(a.bandwidth_worker, M, N, a.config, a.repeats)
+        bandwidth_worker(a.bandwidth_worker, extra[0], a.config, a.repeats)
         return 0
-
-    out = Path(a.out or REPO / "results" / ("bench_quick.json" if a.quick else "bench_solver.json"))
-    doc = json.loads(out.read_text()) if out.is_file() and (a.append or a.write_rates is not None
-                                                            or a.assembly or a.bandwidth) else {}
-    ranks = [int(r) for r in a.ranks.split(",")]
-    if a.assembly or a.bandwidth:
-        if a.assembly:
-            recs = []
-            for P in ranks:
-                r = run_worker("assembly", [a.assembly, "--repeats", str(max(a.repeats, 5)), "--config", a.config],
-                               P, a.launcher, a.timeout)
-                recs.append(r)
-                print(f"Jacobian at {r['nodes']}x{r['layers']} ({r['unknowns']} unknowns), {P} rank(s), "
-                      f"median of {max(a.repeats, 5)}, slowest rank:")
-                base = r["aij_setValuesIJV"]
-                for k in ("evaluate_slab_jacobian", "aij_setValuesIJV", "aij_setValuesIJV_compressed",
-                          "baij_setValuesBlockedIJV", "baij_to_blocks_only", "aij_per_row_loop"):
-                    rel = f"  ({r[k] / base:.2f}x of current insertion)" if k.startswith(("aij", "baij_set")) else ""
-                    print(f"  {k:32s} {r[k]:9.4f} s{rel}")
-                print(f"  BAIJ matrix equals the AIJ one: {r['baij_matches_aij']}")
-            doc["assembly"] = recs
-        if a.bandwidth:
-            M, N = parse_sizes(a.bandwidth_size)[0]
-            r = run_worker("bandwidth", [a.bandwidth_size, "--repeats", str(max(a.repeats, 5)), "--config", a.config],
-                           1, a.launcher, a.timeout)
-            doc["bandwidth"] = r
-            t = r["triad"]
-            print(f"STREAM triad (best of {max(a.repeats, 5)}): numpy a[:]=b+s*c {t['numpy_naive'] / 1e9:.2f} GB/s, "
-                  f"numpy in place {t['numpy_inplace'] / 1e9:.2f} GB/s"
-                  + (f", C -O3 {t['compiled_c'] / 1e9:.2f} GB/s" if "compiled_c" in t else ", no C compiler"))
-            print(f"residual at {r['nodes']}x{r['layers']} ({r['unknowns']} unknowns): {r['residual_seconds']:.4f} s, "
-                  f"compulsory traffic {r['residual_compulsory_bytes'] / 1e6:.1f} MB -> "
-                  f"{r['residual_bandwidth'] / 1e9:.3f} GB/s = {100 * r['ratio_residual_to_best_triad']:.1f}% of the "
-                  f"best triad, {100 * r['ratio_residual_to_numpy_triad']:.1f}% of numpy's")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(doc, indent=1))
-        return 0
-
     if a.report:
         d = json.loads(Path(a.report).read_text())
         print(f"Command: `{d.get('command', '')}` ({d.get('date', '')}, {d.get('host_cpus')} cpus)\n")
         print(markdown(d["cases"]))
-        if any(r.get("grid_levels") for r in d["cases"]):
-            print("\n" + table([r for r in d["cases"] if r.get("grid_levels")]).split("\n", 2)[-1])
+        rest = [r for r in d["cases"] if r.get("grid_levels") or r.get("kind") == "gradient"]
+        if rest:
+            print("\n" + table(rest).split("\n", 2)[-1])
         return 0
     if a.write_rates is not None:
-        src = Path(a.write_rates) if a.write_rates else out
-        recs = json.loads(src.read_text())["cases"]
+        srcs = [Path(s) for s in a.write_rates] or [Path(a.out or REPO / "results" / "bench_solver.json")]
+        recs = [r for s in srcs for r in json.loads(s.read_text())["cases"]]
         rates = fit_rates(recs)
-        rates["source"] = str(src.name)
+        rates["source"] = [s.name for s in srcs]
+        if a.note:
+            rates["note"] = a.note
         Path(a.rates_out).write_text(json.dumps(rates, indent=1) + "\n")
         print(json.dumps(rates, indent=1))
         return 0
 
-    sizes = parse_sizes(a.sizes or (QUICK_SIZES if a.quick else DEFAULT_SIZES))
+    ndim, K = config_dim(a.config)
+    out = Path(a.out or REPO / "results" / ("bench_quick.json" if a.quick else "bench_solver.json"))
+    doc = json.loads(out.read_text()) if out.is_file() and (a.append or a.assembly or a.bandwidth) else {}
+    ranks = [int(r) for r in a.ranks.split(",")]
+    if a.assembly or a.bandwidth:
+        reps = max(a.repeats, 5)
+        if a.assembly:
+            recs = []
+            for P in ranks:
+                r = run_worker("assembly", [a.assembly, "--repeats", str(reps), "--config", a.config],
+                               P, a.launcher, a.timeout)
+                recs.append(r)
+                print(f"Jacobian at {r['mesh']} ({r['unknowns']} unknowns, {r['chunks']} chunks), {P} rank(s), "
+                      f"median of {reps}, slowest rank:")
+                for k in ("residual", "evaluate", "gather_into_arrays", "assemble_jacobian", "row_major_copy",
+                          "setValuesIJV_box"):
+                    print(f"  {k:28s} {r[k]:9.4f} s")
+                print(f"  box matrix equals the exact one: {r['box_equals_exact']}")
+                e = r["entries_per_row"]
+                print(f"  entries per row: box {e['box_allocated']:.2f}, stencil with structural zeros "
+                      f"{e['stencil_with_structural_zeros']:.2f}, exact {e['exact']:.2f}")
+            doc["assembly"] = recs
+        if a.bandwidth:
+            size = a.bandwidth_size or ("1025x256" if ndim == 1 else "65x65x32")
+            r = run_worker("bandwidth", [size, "--repeats", str(reps), "--config", a.config], 1, a.launcher,
+                           a.timeout)
+            doc["bandwidth"] = r
+            t = r["triad"]
+            print(f"STREAM triad (best of {reps}): numpy a[:]=b+s*c {t['numpy_naive'] / 1e9:.2f} GB/s, "
+                  f"numpy in place {t['numpy_inplace'] / 1e9:.2f} GB/s"
+                  + (f", C -O3 {t['compiled_c'] / 1e9:.2f} GB/s" if "compiled_c" in t else ", no C compiler"))
+            print(f"residual at {r['mesh']} ({r['unknowns']} unknowns): {r['residual_seconds']:.4f} s "
+                  f"({r['ns_per_unknown']:.1f} ns/unknown), compulsory traffic "
+                  f"{r['residual_compulsory_bytes'] / 1e6:.1f} MB -> {r['residual_bandwidth'] / 1e9:.3f} GB/s = "
+                  f"{100 * r['ratio_residual_to_best_triad']:.1f}% of the best triad, "
+                  f"{100 * r['ratio_residual_to_numpy_triad']:.1f}% of numpy's")
+        doc.setdefault("command", " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(doc, indent=1))
+        return 0
+
+    sizes = parse_sizes(a.sizes or (QUICK_SIZES if a.quick else DEFAULT_SIZES)[ndim], ndim)
     repeats = 1 if a.quick else a.repeats
     solvers = a.solvers.split(",")
     for s in solvers:
         if s not in SOLVERS:
             p.error(f"unknown solver {s!r}; known: {', '.join(SOLVERS)}")
+    pre = a.preallocation.split(",")
+    for v in pre:
+        if v not in ("exact", "box"):
+            p.error(f"--preallocation: expected exact and/or box, got {v!r}")
     records = list(doc.get("cases", [])) if a.append else []
     doc = {"command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
-           "config": a.config, "repeats": repeats, "host_cpus": os.cpu_count(),
+           "config": a.config, "ndim": ndim, "repeats": repeats, "host_cpus": os.cpu_count(),
            "date": time.strftime("%Y-%m-%d %H:%M"), "cases": records,
            **{k: v for k, v in doc.items() if k in ("assembly", "bandwidth")}}
     out.parent.mkdir(parents=True, exist_ok=True)
-    for (M, N) in sizes:
+    for (nodes, N) in sizes:
         for s in solvers:
-            for P in ranks:
-                n = 2 * M * (N + 1)
-                rep = repeats if a.max_unknowns_repeats is None or n <= a.max_unknowns_repeats else 1
-                case = {"config": a.config, "nodes": M, "layers": N, "solver": s, "repeats": rep,
-                        "grid_levels": a.grid_levels}
-                rec = run_case(case, P, a.launcher, extra, a.timeout)
-                records.append(rec)
-                m = rec.get("median", {})
-                print(f"  {s} {M}x{N} P={P}: " + (f"{m['total']:.2f} s, {m['newton_iterations']:.0f} Newton (finest)"
-                                                   if m else rec.get("error", "failed")), flush=True)
-                out.write_text(json.dumps(doc, indent=1))  # after every case: a killed run keeps its data
+            for v in pre:
+                for P in ranks:
+                    n = 2 * max(K, 1) * int(__import__("math").prod(nodes)) * (N + 1)
+                    rep = repeats if a.max_unknowns_repeats is None or n <= a.max_unknowns_repeats else 1
+                    case = {"config": a.config, "ndim": ndim, "classes": K, "nodes": list(nodes), "layers": N, "solver": s,
+                            "repeats": rep, "grid_levels": a.grid_levels, "preallocation": v}
+                    if a.gradient:
+                        case["kind"] = "gradient"
+                    rec = run_case(case, P, a.launcher, extra, a.timeout)
+                    records.append(rec)
+                    m = rec.get("median", {})
+                    what = (f"{m['gradient']:.3f} s per gradient ({rec.get('route')})" if a.gradient and m else
+                            f"{m['total']:.2f} s, {m['newton_iterations']:.0f} Newton (finest), linear "
+                            f"{_lin(m) or m.get('linear_iterations')}" if m else rec.get("error", "failed"))
+                    print(f"  {s} {v} {format_mesh(nodes, N)} P={P}: {what}", flush=True)
+                    out.write_text(json.dumps(doc, indent=1))  # after every case: a killed run keeps its data
     print(table(records))
     print(f"wrote {out}")
     return 0

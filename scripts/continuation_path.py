@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nu-start", type=float, default=0.2)
     p.add_argument("--loss-first", type=float, default=1.0, help="loss weight reached before nu is lowered")
     p.add_argument("--min-step", type=float, default=1e-3)
-    p.add_argument("--nodes", type=int)
+    p.add_argument("--nodes", type=int, help="nodes per state axis")
     p.add_argument("--layers", type=int)
     p.add_argument("--scheme", choices=["midpoint", "euler"])
     p.add_argument("--out")
@@ -42,9 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     import petsc4py
     petsc4py.init([sys.argv[0]] + petsc_args)
     from mfc_hpc.config import load_config
-    from mfc_hpc.continuation import continue_parameter
-    from mfc_hpc.diagnostics import diagnostics
-    from mfc_hpc.run import build_solver
+    from mfc_hpc.drivers.continuation import continue_parameter
+    from mfc_hpc.drivers.diagnostics import diagnostics
+    from mfc_hpc.drivers.run import build_solver
+    from mfc_hpc.jobs.solve import shared_problem
 
     cfg = load_config(a.config)
     mesh = {k: v for k, v in (("nodes", a.nodes), ("layers", a.layers)) if v}
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = cfg.replace(mesh=mesh)
     if a.scheme:
         cfg = cfg.replace(model={"scheme": a.scheme})
-    ms = build_solver(cfg, verbose=False)
+    problem = shared_problem(cfg)
+    ms = build_solver(problem, verbose=False)
     rank0 = ms.mesh.comm.getRank() == 0
     records: list[dict] = []
 
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(stops))
         if a.out:
             Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(a.out).write_text(json.dumps({"config": cfg.to_dict(), "nu_start": a.nu_start,
+            Path(a.out).write_text(json.dumps({"config": problem.resolved_config(), "nu_start": a.nu_start,
                                                "loss_first": s0, "reached": stops, "stages": records},
                                               indent=1))
     ms.destroy()

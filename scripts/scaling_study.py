@@ -3,18 +3,21 @@
 per rank) scaling of one solve, in separate ``run`` and ``plot`` modes.
 
     source scripts/env.sh
-    # strong and weak scaling on this machine, median of 3 repeats per rank count
+    # strong and weak scaling on this machine, the package's default solver, median of 3
     python scripts/scaling_study.py run --kind both --ranks 1,2 --mesh 1409x352 \\
-        --weak-mesh 513x128 --solver gmres_bjacobi_ilu2_levels --repeats 3 --out results/scaling
+        --weak-mesh 513x128 --repeats 3 --out results/scaling
     python scripts/scaling_study.py plot --out results/scaling        # -> scaling.png
+    # 2-D, two classes (meshes NODES1xNODES2xLAYERS)
+    python scripts/scaling_study.py run --kind strong --config mfc_hpc/examples/bench_2d.toml \\
+        --mesh 129x129x64 --repeats 3 --out results/strong_2d
     python scripts/scaling_study.py run --quick --out /tmp/scaling     # smoke run, ~15 s
 
     # on a cluster (job_templates/scaling_strong.sbatch does this):
     python scripts/scaling_study.py run --kind strong --ranks 1,2,4,...,256 \\
         --launcher "srun --ntasks={n} --cpu-bind=cores" --mesh 8193x2048 --out results/strong
 
-Every (kind, rank count) is one launch of ``python -m mfc_hpc.perf`` (see
-:mod:`mfc_hpc.perf`), which repeats the solve ``--repeats`` times in the same processes:
+Every (kind, rank count) is one launch of ``python -m mfc_hpc.studies.perf`` (see
+:mod:`mfc_hpc.studies.perf`), which repeats the solve ``--repeats`` times in the same processes:
 times are medians over the repeats of the slowest rank. A solve here is: build the
 solver, the uncontrolled initial guess, Newton to convergence, and (``--io``, the default)
 writing ``solution.h5``. Start-up (launcher to first Python line) and import time (petsc4py,
@@ -29,7 +32,7 @@ speed-up and parallel efficiency per rank count.
 Memory-bandwidth ceiling: sparse solves are memory-bound, so ``P`` ranks on one node are
 at most as fast as the node's memory bandwidth lets ``P`` processes be. Before and after
 the launches of each kind, ``P`` copies of a compiled STREAM triad run at once for every
-rank count ``P`` (:func:`mfc_hpc.perf.bandwidth_ceiling`; one node, at most one copy per
+rank count ``P`` (:func:`mfc_hpc.studies.perf.bandwidth_ceiling`; one node, at most one copy per
 usable CPU); the JSON's ``bandwidth`` holds per ``P`` the copies' bandwidths (bytes/s),
 their ``aggregate`` and ``ceiling = aggregate(P) / aggregate(1)`` for the ``before`` and
 ``after`` probes, and the table's ``bw_ceil`` is their mean: a strong-scaling speed-up
@@ -50,8 +53,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench_solver import DEFAULT_CONFIG, parse_sizes, run_case  # noqa: E402
-from mfc_hpc.perf import SOLVERS, bandwidth_ceiling, compile_triad  # noqa: E402
+from bench_solver import DEFAULT_CONFIG, config_dim, parse_sizes, run_case  # noqa: E402
+from mfc_hpc.studies.perf import (SOLVERS, bandwidth_ceiling, compile_triad, format_mesh,  # noqa: E402
+                                  solver_options)
 
 PHASES = ("residual", "jacobian", "linear_solve", "other", "setup", "io")
 
@@ -62,8 +66,13 @@ def phases(rec: dict) -> dict:
     ph = {k: 0.0 for k in PHASES}
     reps = [r for r in rec["repeats_data"] if r.get("converged")] or rec["repeats_data"]
     import numpy as np
-    for k in ("residual", "jacobian", "linear_solve"):
+    for k in ("residual", "jacobian"):
         ph[k] = float(np.median([r["guess_phases"][k] + r["newton_phases"][k] for r in reps]))
+    # the guess's linear solve (mfc_linear_solve) and Newton's (SNESSolve minus its callbacks)
+    ph["linear_solve"] = float(np.median([
+        r["guess_phases"]["guess_linear"]
+        + max(r["newton_phases"]["snes"] - r["newton_phases"]["residual"] - r["newton_phases"]["jacobian"], 0.0)
+        for r in reps]))
     ph["setup"] = m["setup"]
     ph["io"] = m.get("io", 0.0)
     ph["other"] = max(m["total"] - sum(ph[k] for k in ("residual", "jacobian", "linear_solve", "setup", "io")), 0.0)
@@ -89,6 +98,9 @@ def summarise(kind: str, cases: list[dict], bandwidth: dict | None = None) -> li
             continue
         t = c["median"]["total"]
         row = {"ranks": c["ranks"], "nodes": c["nodes"], "layers": c["layers"], "unknowns": c["unknowns"],
+               "linear_per_newton": c["median"].get("linear_per_newton"),
+               "linear_solver": c["median"].get("linear_solver"),
+               "cpu_fraction_ranks": [rep.get("cpu_fraction_ranks") for rep in c["repeats_data"]],
                "process_grid": c["process_grid"], "converged": c["converged"],
                "newton_iterations": c["median"]["newton_iterations"],
                "linear_iterations": c["median"].get("linear_iterations"),
@@ -113,7 +125,7 @@ def summarise(kind: str, cases: list[dict], bandwidth: dict | None = None) -> li
 
 def print_table(kind: str, rows: list[dict]) -> None:
     print(f"{kind} scaling (median of repeats, slowest rank; seconds)")
-    print(f"{'P':>4s} {'grid':>6s} {'MxN':>10s} {'unknowns':>9s} {'newton':>6s} {'lin':>6s} {'time':>8s} "
+    print(f"{'P':>4s} {'grid':>6s} {'mesh':>12s} {'unknowns':>9s} {'newton':>6s} {'lin':>6s} {'time':>8s} "
           f"{'speedup':>7s} {'bw_ceil':>7s} {'eff':>5s} {'resid':>7s} {'jac':>7s} {'linsol':>7s} {'other':>7s} {'setup':>6s} "
           f"{'io':>6s} {'startup':>7s} {'import':>6s} {'cpu%':>5s}")
     for r in rows:
@@ -122,7 +134,7 @@ def print_table(kind: str, rows: list[dict]) -> None:
             continue
         ph = r["phases"]
         g = "x".join(map(str, r["process_grid"]))
-        print(f"{r['ranks']:>4d} {g:>6s} {r['nodes']:>5d}x{r['layers']:<4d} {r['unknowns']:>9d} "
+        print(f"{r['ranks']:>4d} {g:>6s} {format_mesh(r['nodes'], r['layers']):>12s} {r['unknowns']:>9d} "
               f"{r['newton_iterations']:>6.0f} {r['linear_iterations'] or 0:>6.0f} {r['time']:>8.2f} "
               f"{r.get('speedup', float('nan')):>7.2f} {r.get('bw_ceil', float('nan')):>7.2f} "
               f"{r.get('efficiency', float('nan')):>5.2f} "
@@ -169,8 +181,14 @@ def cmd_run(a: argparse.Namespace, extra: list[str]) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     ranks = [int(r) for r in a.ranks.split(",")]
+    ndim, a.classes = config_dim(a.config)
     if a.quick:
-        a.mesh, a.weak_mesh, a.repeats = "129x32", "65x16", 1
+        a.mesh, a.weak_mesh, a.repeats = ("129x32", "65x16", 1) if ndim == 1 else ("17x17x8", "17x17x4", 1)
+    a.ndim = ndim
+    if a.mesh is None:
+        a.mesh = "1409x352" if ndim == 1 else "129x129x64"
+    if a.weak_mesh is None:
+        a.weak_mesh = "513x128" if ndim == 1 else "65x65x32"
     kinds = ["strong", "weak"] if a.kind == "both" else [a.kind]
     with tempfile.TemporaryDirectory() as tmp:
         exe, note = None, "--no-bandwidth"
@@ -193,16 +211,18 @@ def _run_kind(a: argparse.Namespace, extra: list[str], out: Path, kind: str, ran
     cases = []
     for P in ranks:
         if kind == "strong":
-            M, N = parse_sizes(a.mesh)[0]
+            M, N = parse_sizes(a.mesh, a.ndim)[0]
         else:
-            M0, N0 = parse_sizes(a.weak_mesh)[0]
-            M, N = (M0, N0 * P) if a.weak_grow == "layers" else ((M0 - 1) * P + 1, N0)
-        case = {"config": a.config, "nodes": M, "layers": N, "solver": a.solver, "repeats": a.repeats,
-                "io": a.io}
+            M0, N0 = parse_sizes(a.weak_mesh, a.ndim)[0]
+            # layers grow with the ranks (process grid split along depth); or the intervals of the first axis
+            M, N = (M0, N0 * P) if a.weak_grow == "layers" else (((M0[0] - 1) * P + 1,) + tuple(M0[1:]), N0)
+        case = {"config": a.config, "ndim": a.ndim, "classes": a.classes, "nodes": list(M), "layers": N,
+                "solver": a.solver,
+                "repeats": a.repeats, "io": a.io}
         rec = run_case(case, P, a.launcher, extra, a.timeout)
         cases.append(rec)
         m = rec.get("median")
-        print(f"  {kind} P={P} {M}x{N}: " + (f"{m['total']:.2f} s" if m else rec.get("error", "failed")),
+        print(f"  {kind} P={P} {format_mesh(M, N)}: " + (f"{m['total']:.2f} s" if m else rec.get("error", "failed")),
               flush=True)
     after = probe_bandwidth(exe, ranks, window, "after")
     if before is not None and after is not None:
@@ -214,7 +234,8 @@ def _run_kind(a: argparse.Namespace, extra: list[str], out: Path, kind: str, ran
             note = "the triad failed to run"
     rows = summarise(kind, cases, bandwidth)
     doc = {"kind": kind, "command": " ".join(["scaling_study.py"] + sys.argv[1:]), "solver": a.solver,
-           "options": SOLVERS[a.solver], "launcher": a.launcher, "repeats": a.repeats,
+           "options": " ".join(solver_options(a.solver, a.ndim, classes=a.classes or 1)) or f"(solver.linear = {SOLVERS[a.solver].package})",
+           "config": a.config, "ndim": a.ndim, "launcher": a.launcher, "repeats": a.repeats,
            "date": time.strftime("%Y-%m-%d %H:%M"), "bandwidth": bandwidth,
            "bandwidth_note": note if bandwidth is None else None, "table": rows, "cases": cases}
     (out / f"{kind}.json").write_text(json.dumps(doc, indent=1))
@@ -297,10 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--kind", choices=["strong", "weak", "both"], default="both")
     r.add_argument("--ranks", default="1,2", help="comma-separated rank counts")
     r.add_argument("--config", default=str(DEFAULT_CONFIG))
-    r.add_argument("--mesh", default="1409x352", help="strong scaling mesh MxN")
-    r.add_argument("--weak-mesh", default="513x128", help="weak scaling mesh on one rank")
+    r.add_argument("--mesh", default=None, help="strong scaling mesh NODESxLAYERS or N1xN2xLAYERS "
+                                                 "(default 1409x352 in 1-D, 129x129x64 in 2-D)")
+    r.add_argument("--weak-mesh", default=None, help="weak scaling mesh on one rank (default 513x128, 65x65x32)")
     r.add_argument("--weak-grow", choices=["layers", "nodes"], default="layers")
-    r.add_argument("--solver", default="gmres_bjacobi_ilu2_levels", choices=list(SOLVERS))
+    r.add_argument("--solver", default="default", choices=list(SOLVERS))
     r.add_argument("--repeats", type=int, default=3)
     r.add_argument("--io", action=argparse.BooleanOptionalAction, default=True, help="write solution.h5")
     r.add_argument("--launcher", default="mpiexec -n {n}", help="template with {n} for the rank count")

@@ -32,13 +32,18 @@ def test_auto_choice_by_size_classes_and_mesh():
         return choose_linear(discretisation(cfg), linear)
 
     assert choice(129, 32) == "direct"  # 8.5e3 unknowns
-    big = (705, 176)  # 2.5e5 unknowns >= MULTIGRID_FROM
-    assert 2 * big[0] * (big[1] + 1) >= MULTIGRID_FROM[1]
+    big = (705, 176)  # 2.5e5 unknowns >= MULTIGRID_FROM[(1, 1)]
+    assert 2 * big[0] * (big[1] + 1) >= MULTIGRID_FROM[(1, 1)]
     assert choice(*big) == "multigrid"
-    assert choice(*big, K=2) == "direct"  # in 1-D multigrid is measured for one class only
+    assert choice(*big, K=2) == "multigrid"  # several classes in 1-D: the same threshold
+    assert choice(257, 64, K=2) == "direct"  # 6.7e4 unknowns
     assert choice(707, 176) == "direct"  # 706 = 2 x 353: the mesh does not coarsen 3 times
     assert choice(129, 32, linear="multigrid") == "multigrid"
     assert choice(*big, linear="direct") == "direct"
+    # 2-D (a 3-D depth-time mesh): multigrid from 1e4 unknowns, one class or several
+    assert choice((17, 17), 8, K=2) == "multigrid"  # 10404 unknowns, 3 levels
+    assert choice((9, 9), 4, K=2) == "direct"  # 1620 unknowns
+    assert choice((33, 33), 16) == "multigrid" and choice((33, 33), 14) == "direct"  # 14: 2 levels only
     with pytest.raises(ValueError, match="solver.linear"):
         choice(129, 32, linear="lu")
     with pytest.raises(ConfigError, match="solver.linear"):
@@ -90,3 +95,48 @@ def test_newton_that_stops_reducing_the_residual_is_cut_short():
     h = r.residuals
     w = ms.settings.stall_window
     assert h[-1] >= 0.999 * h[-1 - w]
+
+
+@pytest.mark.parametrize("M,N", [(65, 16), ((17, 17), 8)])
+def test_multigrid_for_two_classes_equals_direct_solution(M, N):
+    """Two classes (the shared control couples them) in 1-D and 2-D: the multigrid linear
+    solver (GMRES(4)/ILU(0) smoothing of all 2K fields together, Galerkin coarse operators)
+    reaches the direct solver's solution with as many Newton steps."""
+    sols, its = {}, {}
+    for linear in ("multigrid", "direct"):
+        ms, s, Z = solve_case(two_class_config(M, N, linear=linear))
+        assert s["converged"] and s["linear_solver"] == linear
+        sols[linear], its[linear] = Z, s["newton_iterations_fine"]
+        ms.destroy()
+    assert its["multigrid"] == its["direct"]
+    assert np.abs(sols["multigrid"] - sols["direct"]).max() <= 1e-8 * np.abs(sols["direct"]).max()
+
+
+def test_rediscretised_coarse_operators_reach_the_same_solution():
+    """``-mfc_mg_coarse_operators rediscretised``: the coarse levels are the scheme's own
+    Jacobian on the coarser meshes at the injected iterate (no Galerkin products); the
+    multigrid then converges to the same solution as the direct solver, with the same
+    Newton steps; an unknown value is a one-line error."""
+    from petsc4py import PETSc
+
+    from mfc_hpc.errors import BadInput
+
+    ms, s, Z_lu = solve_case(two_class_config((17, 17), 8, linear="direct"))
+    ms.destroy()
+    opts = PETSc.Options()
+    opts.setValue("mfc_mg_coarse_operators", "rediscretised")
+    try:
+        problem = build_problem(two_class_config((17, 17), 8, linear="multigrid"))
+        ms = build_solver(problem, verbose=False)
+        ms.uncontrolled_guess()
+        r = ms.solve()
+        assert r.converged and r.iterations == s["newton_iterations_fine"]
+        assert sorted(k[:2] for k in ms._coarse.levels) == [((5, 5), 2), ((9, 9), 4)]  # 3 levels
+        Z = ms.mesh.gather(ms.X, root=None)
+        ms.destroy()
+        assert np.abs(Z - Z_lu).max() <= 1e-8 * np.abs(Z_lu).max()
+        opts.setValue("mfc_mg_coarse_operators", "petrov")
+        with pytest.raises(BadInput, match="mg_coarse_operators: expected galerkin or rediscretised"):
+            build_solver(problem, verbose=False)
+    finally:
+        opts.delValue("mfc_mg_coarse_operators")

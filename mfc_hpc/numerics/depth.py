@@ -26,7 +26,8 @@ from .model import Discretisation, RunningCost
 from .terminal import BoundaryData
 from .walk import CENTRE, stencil_offsets, vector_field, vector_field_jacobian
 
-__all__ = ["Slab", "whole_mesh", "layers", "split", "slab_residual", "slab_jacobian", "stencil_columns",
+__all__ = ["Slab", "whole_mesh", "layers", "split", "slab_residual", "slab_jacobian", "slab_jacobian_fields",
+           "stencil_columns",
            "natural_index", "serial_residual", "serial_jacobian", "jacobian_chunks"]
 
 
@@ -153,15 +154,15 @@ def slab_residual(Zg: np.ndarray, s: Slab, d: Discretisation, bd: BoundaryData) 
     return F
 
 
-def slab_jacobian(Zg: np.ndarray, s: Slab, d: Discretisation, bd: BoundaryData,
-                  uncontrolled: bool = False) -> np.ndarray:
-    """Jacobian rows of the owned box: ``V[n, *i, a, q, s, b]`` (module docstring).
+def slab_jacobian_fields(Zg: np.ndarray, s: Slab, d: Discretisation, bd: BoundaryData,
+                         uncontrolled: bool = False) -> np.ndarray:
+    """Jacobian rows of the owned box, field-major: ``VF[a, q, s, b, n, *i]`` (a C-contiguous
+    array whose transpose is :func:`slab_jacobian`'s ``V[n, *i, a, q, s, b]``).
 
-    Entries whose column lies outside the mesh are zero. With ``uncontrolled=True`` it is
-    instead the matrix of the *uncontrolled flow* (``E = 1``: the density diffused forward
-    by the plain walk, the adjoint backward by the discrete heat operator, ``F = 0``): the
-    Jacobian at ``z = 0`` without running cost, whose ``-J^{-1} F(0)`` is the initial guess
-    of METHOD.md section 7.
+    The mesh axes come last so that every numpy pass runs over long rows of nodes; the
+    parallel assembly gathers the values straight from this layout into the matrix's own
+    storage (:mod:`mfc_hpc.parallel.pattern`). Entries whose column lies outside the mesh
+    are zero. ``uncontrolled``: see :func:`slab_jacobian`.
     """
     Zg, s = _trim(Zg, s)
     if uncontrolled:
@@ -173,54 +174,78 @@ def slab_jacobian(Zg: np.ndarray, s: Slab, d: Discretisation, bd: BoundaryData,
     geom = BoxGeometry(d.grid, s.i0, Zg.shape[1:-1])
     own = s.own_nodes
     w = geom.w[own]
-    V = np.zeros((s.ye - s.ys,) + s.owned_count + (2 * K, 2, S, 2 * K))
-    lev = np.arange(s.ys, s.ye)
-    wI = w[..., None, None] * np.eye(K)  # [*i, c, d]
-    allnodes = (slice(None),) * nd
-    RHO, PHI = slice(0, K), slice(K, 2 * K)
+    nl = s.ye - s.ys
+    VF = np.zeros((2 * K, 2, S, 2 * K, nl) + s.owned_count)
+    C = CENTRE
+    Zf = np.moveaxis(Zg, -1, 0)  # [a, l, *i] (a view)
 
-    def vi(m, rows, q=slice(None), st=slice(None), cols=slice(None)):
-        return (m,) + allnodes + (rows, q, st, cols)
+    def field_layers(theta: float) -> np.ndarray:  # :func:`layers` along axis 1: [a, l, *i]
+        if theta == 0.5:
+            return 0.5 * (Zf[:, :-1] + Zf[:, 1:])
+        return (1.0 - theta) * Zf[:, :-1] + theta * Zf[:, 1:]
 
-    rho_r, phi_r = split(layers(Zg, th_r), K)
-    Jr = vector_field_jacobian(rho_r, phi_r, geom, d)
+    Lr = field_layers(th_r)
+    Jr = vector_field_jacobian(Lr[:K], Lr[K:], geom, d)  # [s, a, b, l, *i]
     if th_p == th_r:
         Jp = Jr
     else:
-        rho_p, phi_p = split(layers(Zg, th_p), K)
-        Jp = vector_field_jacobian(rho_p, phi_p, geom, d)
+        Lp = field_layers(th_p)
+        Jp = vector_field_jacobian(Lp[:K], Lp[K:], geom, d)
+    del Lr
 
-    def rows_of(J, idx, rows):  # [n, *i, S, a, b] -> [n, *i, a(rows), S, b]
-        return np.moveaxis(J[(idx,) + own][..., rows, :], -3, -2)
+    def put(rows: slice, J: np.ndarray, l0: int, l1: int, n0: int, n1: int, sign: float, theta: float) -> None:
+        """Rows ``rows`` of levels ``n0 .. n1-1`` (owned-box indices) from layers ``l0 .. l1-1``
+        of ``J``: ``sign dt ((1-theta) J, theta J)`` for ``q = 0, 1``."""
+        X = J[(slice(None), rows, slice(None), slice(l0, l1)) + own].swapaxes(0, 1)  # [a, s, b, n, *i]
+        np.multiply(X, sign * d.dt * (1.0 - theta), out=VF[rows, 0, :, :, n0:n1])
+        np.multiply(X, sign * d.dt * theta, out=VF[rows, 1, :, :, n0:n1])
 
-    m = lev >= 1
-    if m.any():
-        Jl = rows_of(Jr, lev[m] - 1 - s.l0, RHO)
-        V[vi(m, RHO, 0)] = -d.dt * (1.0 - th_r) * Jl
-        V[vi(m, RHO, 1)] = -d.dt * th_r * Jl
-        V[vi(m, RHO, 0, CENTRE, RHO)] -= wI
-        V[vi(m, RHO, 1, CENTRE, RHO)] += wI
-    if (~m).any():
-        V[vi(~m, RHO, 1, CENTRE, RHO)] = wI
-    m = lev <= d.N - 1
-    if m.any():
-        Jl = rows_of(Jp, lev[m] - s.l0, PHI)
-        V[vi(m, PHI, 0)] = d.dt * (1.0 - th_p) * Jl
-        V[vi(m, PHI, 1)] = d.dt * th_p * Jl
-        V[vi(m, PHI, 0, CENTRE, PHI)] -= wI
-        V[vi(m, PHI, 1, CENTRE, PHI)] += wI
-    if (~m).any():
-        V[vi(~m, PHI, 0, CENTRE, PHI)] = wI
-        ZN = s.owned(Zg)[~m][0]
+    # density rows: layer n-1 -> n at levels n >= 1; the initial condition at n = 0
+    a0 = max(s.ys, 1)
+    if a0 < s.ye:
+        put(slice(0, K), Jr, a0 - 1 - s.l0, s.ye - 1 - s.l0, a0 - s.ys, nl, -1.0, th_r)
+        for c in range(K):
+            VF[c, 0, C, c, a0 - s.ys:] -= w
+            VF[c, 1, C, c, a0 - s.ys:] += w
+    if s.ys == 0:
+        for c in range(K):
+            VF[c, 1, C, c, 0] = w
+    # adjoint rows: layer n -> n+1 at levels n <= N-1; the terminal condition at n = N
+    b1 = min(s.ye, d.N)
+    if s.ys < b1:
+        put(slice(K, 2 * K), Jp, s.ys - s.l0, b1 - s.l0, 0, b1 - s.ys, 1.0, th_p)
+        for c in range(K):
+            VF[K + c, 0, C, K + c, :b1 - s.ys] -= w
+            VF[K + c, 1, C, K + c, :b1 - s.ys] += w
+    if s.ye == d.N + 1:
+        nN = d.N - s.ys
+        for c in range(K):
+            VF[K + c, 0, C, K + c, nN] = w
+        ZN = Zg[(d.N - s.l0,) + own]  # level N, [*i, a]
         dRows = None if uncontrolled else bd.terminal_rows_jacobian(ZN, w, s.global_nodes)
-        if dRows is not None:
-            V[vi(~m, PHI, 0, CENTRE)] = dRows
+        if dRows is not None:  # [*i, c, b]
+            VF[K:, 0, C, :, nN] = np.moveaxis(dRows, (-2, -1), (0, 1))
         else:
             dPhi = None if uncontrolled else bd.terminal_derivative(np.moveaxis(ZN[..., :K], -1, 0),
                                                                     s.global_nodes)
-            if dPhi is not None:
-                V[vi(~m, PHI, 0, CENTRE, RHO)] = -w[..., None, None] * dPhi
-    return V
+            if dPhi is not None:  # [*i, c, d]
+                VF[K:, 0, C, :K, nN] = np.moveaxis(-w[..., None, None] * dPhi, (-2, -1), (0, 1))
+    return VF
+
+
+def slab_jacobian(Zg: np.ndarray, s: Slab, d: Discretisation, bd: BoundaryData,
+                  uncontrolled: bool = False) -> np.ndarray:
+    """Jacobian rows of the owned box: ``V[n, *i, a, q, s, b]`` (module docstring), a view
+    of :func:`slab_jacobian_fields`.
+
+    Entries whose column lies outside the mesh are zero. With ``uncontrolled=True`` it is
+    instead the matrix of the *uncontrolled flow* (``E = 1``: the density diffused forward
+    by the plain walk, the adjoint backward by the discrete heat operator, ``F = 0``): the
+    Jacobian at ``z = 0`` without running cost, whose ``-J^{-1} F(0)`` is the initial guess
+    of METHOD.md section 7.
+    """
+    VF = slab_jacobian_fields(Zg, s, d, bd, uncontrolled)
+    return np.moveaxis(VF, (0, 1, 2, 3), (-4, -3, -2, -1))
 
 
 def jacobian_chunks(s: Slab, d: Discretisation, max_values: int = 1 << 23) -> list[Slab]:
@@ -231,12 +256,14 @@ def jacobian_chunks(s: Slab, d: Discretisation, max_values: int = 1 << 23) -> li
     return [s.with_levels(a, min(a + step, s.ye)) for a in range(s.ys, s.ye, step)] or [s]
 
 
-def stencil_columns(s: Slab, d: Discretisation) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray, np.ndarray]:
+def stencil_columns(s: Slab, d: Discretisation, structural_zeros: bool = False
+                    ) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray, np.ndarray]:
     """Global natural coordinates of every entry of :func:`slab_jacobian`.
 
     Returns ``(level, nodes, field, valid)``: arrays (``nodes`` one per state axis)
     broadcastable to the shape of ``V``; ``valid`` is False where the column falls outside
-    the mesh.
+    the mesh and, unless ``structural_zeros``, on the entries the scheme never makes
+    nonzero (an adjoint row's neighbours' density columns): the Jacobian's pattern.
     """
     K, nd = d.K, d.ndim
     ndims = 1 + nd + 4  # [n, *i, a, q, s, b]
@@ -250,7 +277,11 @@ def stencil_columns(s: Slab, d: Discretisation) -> tuple[np.ndarray, tuple[np.nd
     q = shaped(np.arange(2), nd + 2)
     b = shaped(np.arange(2 * K), nd + 4)
     level = n + q - (a < K)
+    # an adjoint row depends on the densities at its own node only (dH/drho_{c,i} sees
+    # rho through R_i and f_i): its neighbours' density columns are structural zeros
     valid = (level >= 0) & (level <= d.N)
+    if not structural_zeros:
+        valid = valid & ~((a >= K) & (shaped(np.arange(2 * nd + 1), nd + 3) != CENTRE) & (b < K))
     nodes = []
     for k in range(nd):
         node = shaped(np.arange(s.xs[k], s.xe[k]), 1 + k) + shaped(offs[:, k], nd + 3)

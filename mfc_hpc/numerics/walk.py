@@ -147,82 +147,74 @@ def vector_field(rho: np.ndarray, phi: np.ndarray, geom: BoxGeometry, d: Discret
     return g_phi, g_rho
 
 
-def _edge_derivatives(rho_s, f_s, R_s, D, P, E, coef, d: Discretisation):
-    """Derivatives of one family of directed edges ``s -> t`` along one axis.
-
-    Returns ``(dO_s, dO_t, dS_s, dS_t)``, each ``[l, *p, c, b]`` with ``b`` over the 2K
-    columns ``(rho_d, phi_d)`` of the source ``s`` or target ``t`` node, where
-    ``O_c = coef rho_{c,s} E`` is the outflow along the edge (``coef = (nu/h_k) a^(k)``)
-    and ``S_c = 2 nu coef [(E - 1) + E (D_c - P)/(2 nu)]`` its term of ``dH/drho_{c,s}``.
-    Arguments: ``rho_s, f_s, D: [l, c, *p]``; ``R_s, P, E: [l, *p]``.
-    """
-    K = d.K
-    two_nu = 2.0 * d.nu
-    rho_s = np.moveaxis(rho_s, 1, -1)  # [l, *p, c]
-    f_s = np.moveaxis(f_s, 1, -1)
-    D = np.moveaxis(D, 1, -1)
-    if d.unit_fraction:
-        g = np.zeros_like(D)  # d(A/R)/d rho = (D - P)/R = 0
-        Q = np.zeros_like(D)
-    else:
-        Q = D - P[..., None]  # [l, *p, c]
-        g = Q / R_s[..., None]  # d P / d rho_{d,s}
-    eye = np.eye(K)
-    kE = (coef * E)[..., None, None]  # [l, *p, 1, 1]
-    shape = P.shape + (K, 2 * K)
-    dO_s = np.empty(shape)
-    dO_t = np.zeros(shape)
-    dS_s = np.empty(shape)
-    dS_t = np.zeros(shape)
-    rg = rho_s[..., :, None] / two_nu  # [l, *p, c, 1]
-    dO_s[..., :K] = kE * (eye + rg * g[..., None, :])
-    dO_s[..., K:] = -kE * rg * f_s[..., None, :]
-    dO_t[..., K:] = kE * rg * f_s[..., None, :]
-    qf = Q[..., :, None] * f_s[..., None, :] / two_nu  # [l, *p, c, d]
-    dS_s[..., :K] = kE * Q[..., :, None] * g[..., None, :] / two_nu
-    dS_s[..., K:] = -kE * (qf + eye)
-    dS_t[..., K:] = kE * (qf + eye)
-    return dO_s, dO_t, dS_s, dS_t
-
-
 def vector_field_jacobian(rho: np.ndarray, phi: np.ndarray, geom: BoxGeometry, d: Discretisation
                           ) -> np.ndarray:
-    """Jacobian of ``(dH/dphi, dH/drho)`` per level: ``J[l, *i, s, a, b]``.
+    """Jacobian of ``(dH/dphi, dH/drho)`` per level, field-major: ``J[s, a, b, l, *i]``.
 
-    Row ``a`` (``c``: ``dH/dphi_c``, ``K + c``: ``dH/drho_c``) at node ``i``, column ``b``
-    (``d``: ``rho_d``, ``K + d``: ``phi_d``) at node ``i + stencil_offsets(d)[s]``.
+    ``rho[c, l, *i]`` and ``phi[c, l, *i]`` are field-major too (class axis first, the mesh
+    axes last, so that every numpy pass runs over long contiguous node rows). Row ``a``
+    (``c``: ``dH/dphi_c``, ``K + c``: ``dH/drho_c``) at node ``i``, column ``b`` (``d``:
+    ``rho_d``, ``K + d``: ``phi_d``) at node ``i + stencil_offsets(d)[s]``.
+
+    For a directed edge ``s -> t`` with ``kE = (nu/h_k) a^(k) E``, ``r_c = rho_{c,s}/(2 nu)``,
+    ``f = rho_s/R_s``, ``Q_c = D_c - P`` and ``g = Q/R_s`` (METHOD.md 7), the outflow
+    ``O_c = (nu/h_k) a^(k) rho_{c,s} E`` and the edge's term ``S_c`` of ``dH/drho_{c,s}``
+    have the derivatives ``dO_c/drho_{d,s} = kE (delta_cd + r_c g_d)``,
+    ``dO_c/dphi_{d,s} = -kE r_c f_d = -dO_c/dphi_{d,t}``, ``dS_c/drho_{d,s} = kE Q_c g_d/(2 nu)``,
+    ``dS_c/dphi_{d,s} = -kE (Q_c f_d/(2 nu) + delta_cd) = -dS_c/dphi_{d,t}`` (no dependence
+    on ``rho_t``).
     """
     K, n = d.K, d.ndim
-    f, R, edges = all_edges(rho, phi, d)
-    J = np.zeros(rho.shape[:1] + rho.shape[2:] + (2 * n + 1, 2 * K, 2 * K))
+    two_nu = 2.0 * d.nu
+    R = rho.sum(axis=0) + d.eta  # [l, *i]
+    unit = d.unit_fraction
+    f = None if unit else rho / R
+    S = 2 * n + 1
+    J = np.zeros((S, 2 * K, 2 * K) + rho.shape[1:])
     C = CENTRE
-    rows_p, rows_r = slice(0, K), slice(K, 2 * K)
-
-    def at(k: int, sl: slice, s: int, rows: slice) -> tuple:
-        return along(n, k, sl, 1) + (s, rows)
-
+    P_, R_ = slice(0, K), slice(K, 2 * K)  # rows dH/dphi, dH/drho; columns rho, phi
+    eye = np.eye(K).reshape((K, K) + (1,) * (rho.ndim - 1))
     LO, HI = slice(None, -1), slice(1, None)
-    for e in edges:
-        k = e.k
-        coef = (d.nu / geom.h[k]) * geom.face[k]
+    for k in range(n):
+        coef = (d.nu / geom.h[k]) * geom.face[k]  # (nu/h_k) a^(k), broadcast over the edges
         lo2, hi2 = along(n, k, LO, 2), along(n, k, HI, 2)
-        lo1, hi1 = along(n, k, LO, 1), along(n, k, HI, 1)
-        # jumps p -> p+e_k
-        Os, Ot, Ss, St = _edge_derivatives(rho[lo2], f[lo2], R[lo1], e.Dr, e.Pr, e.Er, coef, d)
-        J[at(k, LO, C, rows_p)] -= Os
-        J[at(k, LO, plus(k), rows_p)] -= Ot
-        J[at(k, HI, minus(k), rows_p)] += Os
-        J[at(k, HI, C, rows_p)] += Ot
-        J[at(k, LO, C, rows_r)] += Ss
-        J[at(k, LO, plus(k), rows_r)] += St
-        # jumps p+e_k -> p
-        Os, Ot, Ss, St = _edge_derivatives(rho[hi2], f[hi2], R[hi1], -e.Dr, e.Pl, e.El, coef, d)
-        J[at(k, HI, C, rows_p)] -= Os
-        J[at(k, HI, minus(k), rows_p)] -= Ot
-        J[at(k, LO, plus(k), rows_p)] += Os
-        J[at(k, LO, C, rows_p)] += Ot
-        J[at(k, HI, C, rows_r)] += Ss
-        J[at(k, HI, minus(k), rows_r)] += St
+        Dr = phi[hi2] - phi[lo2]  # [c, l, *p]: phi_{c,p+e_k} - phi_{c,p}
+        if unit:
+            Pr = Dr[0]
+            Pl = -Pr
+        else:
+            Pr = np.einsum("c...,c...->...", f[lo2], Dr)
+            Pl = -np.einsum("c...,c...->...", f[hi2], Dr)
+        # the two families of jumps: p -> p+e_k (source lo) and p+e_k -> p (source hi)
+        for src, tgt, D, P, st, ts in ((lo2, hi2, Dr, Pr, plus(k), minus(k)),
+                                       (hi2, lo2, -Dr if not unit else None, Pl, minus(k), plus(k))):
+            s1, t1 = src[1:], tgt[1:]  # the same boxes of a [l, *i] array
+            kE = coef * np.exp(P / two_nu)  # [l, *p]
+            rg = rho[src] / two_nu  # r_c: [c, l, *p]
+            # (the operations in the order of the 1-D release: its answers are unchanged)
+            if unit:
+                O_rho = kE[None, None]  # [1, 1, l, *p]
+                O_phi = -(kE * rg)[:, None]  # f = 1
+                S_phi = -kE[None, None]
+                S_rho = None
+            else:
+                fs = f[src]
+                Q = D - P  # [c, l, *p]
+                g = Q / R[s1]
+                O_rho = kE * (eye + rg[:, None] * g[None, :])  # [c, d, l, *p]
+                O_phi = -((kE * rg)[:, None] * fs[None, :])
+                S_rho = (kE * Q)[:, None] * g[None, :] / two_nu
+                S_phi = -(kE * (Q[:, None] * fs[None, :] / two_nu + eye))
+            J[(C, P_, P_) + s1] -= O_rho
+            J[(C, P_, R_) + s1] -= O_phi
+            J[(st, P_, R_) + s1] += O_phi
+            J[(ts, P_, P_) + t1] += O_rho
+            J[(ts, P_, R_) + t1] += O_phi
+            J[(C, P_, R_) + t1] -= O_phi
+            if S_rho is not None:
+                J[(C, R_, P_) + s1] += S_rho
+            J[(C, R_, R_) + s1] += S_phi
+            J[(st, R_, R_) + s1] -= S_phi
     if d.running.active:
-        J[..., C, K:, :K] -= (geom.w * d.running.d2F(rho.sum(axis=1)))[..., None, None]
+        J[C, R_, P_] -= geom.w * d.running.d2F(rho.sum(axis=0))
     return J

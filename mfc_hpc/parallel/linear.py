@@ -7,22 +7,28 @@ as configurations in :data:`mfc_hpc.studies.perf.SOLVERS`. The one place for the
 """
 from __future__ import annotations
 
-__all__ = ["MULTIGRID_FROM", "DIRECT", "MULTIGRID", "multigrid_levels", "choose_linear", "options_string",
-           "preset"]
+__all__ = ["MULTIGRID_FROM", "DIRECT", "MULTIGRID", "SMOOTHER_2D", "multigrid_levels", "choose_linear", "multigrid_from",
+           "options_string", "preset"]
 
 #: ``linear = "auto"`` uses multigrid from this many unknowns on, per state dimension
-#: ``d`` (one class in 1-D; a mesh that coarsens at least three times): measured in
-#: mfc_hpc/docs/performance.md, FGMRES + PCMG is 2.7x faster than MUMPS on one rank at
-#: 1e6 unknowns and 6x at 5.3e5 in 1-D, with 40 % less memory; below ~2e5 MUMPS is as
-#: fast and more robust
-MULTIGRID_FROM = {1: 2.0e5, 2: 2.0e5}
+#: ``d`` and number of classes (``1``: one class, ``2``: two or more), on a mesh that
+#: coarsens at least three times (mfc_hpc/docs/performance.md, "The default by size"):
+#: * 1-D, one class: FGMRES + PCMG is 2.7x faster than MUMPS on one rank at 1e6 unknowns
+#:   and 6x at 5.3e5, with 40 % less memory; below ~2e5 MUMPS is as fast and more robust;
+#: * 1-D, several classes (provisional, loaded machine): 1.2x faster than MUMPS at 1.3e5
+#:   unknowns with 48 % less memory, the same CPU share; the one-class threshold until a
+#:   quiet run places it;
+#: * 2-D (a 3-D depth-time mesh, where LU fills like n^(4/3)): multigrid is 3x faster than
+#:   MUMPS at 1e4 unknowns and 11x at 7.4e4 (two classes, per CPU second), with 2-4.6x less
+#:   memory, and both reach the same solution to round-off: the default from 1e4 on
+MULTIGRID_FROM: dict[tuple[int, int], float] = {(1, 1): 2.0e5, (1, 2): 2.0e5, (2, 1): 1.0e4, (2, 2): 1.0e4}
 
 #: MUMPS LU (the package inserts the factor package only where PETSc has MUMPS)
 DIRECT = {"ksp_type": "preonly", "pc_type": "lu"}
 
 #: FGMRES + geometric multigrid on the DMDA hierarchy: Galerkin coarse operators,
-#: GMRES(4) + block-Jacobi ILU(0) smoothing, LU (MUMPS where PETSc has it) on the coarsest
-#: level; any given on the command line wins
+#: GMRES(4) + block-Jacobi ILU(0) smoothing (additive Schwarz in 2-D, :data:`SMOOTHER_2D`),
+#: LU (MUMPS where PETSc has it) on the coarsest level; any given on the command line wins
 MULTIGRID = {
     "ksp_type": "fgmres", "ksp_gmres_restart": "100", "ksp_rtol": "1e-8", "ksp_max_it": "500",
     "pc_type": "mg",
@@ -56,24 +62,38 @@ def choose_linear(d, linear: str = "auto") -> str:
     """``"direct"`` (MUMPS LU) or ``"multigrid"`` for ``linear`` = ``auto|direct|multigrid``
     on the discretisation ``d``.
 
-    ``auto``: multigrid from :data:`MULTIGRID_FROM` unknowns on a mesh with 3 or more
-    levels, for one class in 1-D and any number of classes in 2-D; direct otherwise.
+    ``auto``: multigrid from :func:`multigrid_from` unknowns on a mesh with 3 or more
+    levels; direct otherwise.
     """
     if linear not in ("auto", "direct", "multigrid"):
         raise ValueError(f"solver.linear: expected auto, direct or multigrid, got {linear!r}")
     if linear != "auto":
         return linear
-    big = d.unknowns >= MULTIGRID_FROM.get(d.ndim, MULTIGRID_FROM[2])
+    big = d.unknowns >= multigrid_from(d.ndim, d.K)
     deep = multigrid_levels(d.grid.nodes, d.N) >= 3
-    if big and deep and (d.K == 1 or d.ndim >= 2):
-        return "multigrid"
-    return "direct"
+    return "multigrid" if big and deep else "direct"
 
 
-def preset(linear: str, mumps: bool, levels: int) -> dict[str, str]:
-    """The options of a linear solver choice (``direct`` or ``multigrid``)."""
+def multigrid_from(ndim: int, K: int) -> float:
+    """Unknowns from which ``auto`` picks multigrid (:data:`MULTIGRID_FROM`)."""
+    return MULTIGRID_FROM[(min(max(ndim, 1), 2), 1 if K <= 1 else 2)]
+
+
+#: the multigrid's smoother in 2-D: additive Schwarz with one level of overlap between the
+#: ranks' blocks instead of block Jacobi (ILU(0) in each, GMRES(4) around it). On one rank
+#: the two are the same; on two ranks split along depth the overlap keeps the one-rank
+#: linear iteration count (65^2 x 32, two classes: 3/3/3/3 against 4/4/3/3 with block
+#: Jacobi; 33^2 x 16: 2/3/3/2 against 3/3/3/3); in 1-D session 2 measured no gain from it
+SMOOTHER_2D = {"mg_levels_pc_type": "asm", "mg_levels_pc_asm_overlap": "1", "mg_levels_sub_pc_type": "ilu"}
+
+
+def preset(linear: str, mumps: bool, levels: int, ndim: int = 1) -> dict[str, str]:
+    """The options of a linear solver choice (``direct`` or ``multigrid``) for a
+    ``ndim``-dimensional state."""
     if linear == "multigrid":
         out = dict(MULTIGRID, pc_mg_levels=str(levels))
+        if ndim >= 2:
+            out.update(SMOOTHER_2D)
         if mumps:
             out["mg_coarse_pc_factor_mat_solver_type"] = "mumps"
         return out

@@ -20,11 +20,12 @@ import numpy as np
 from petsc4py import PETSc
 
 from ..errors import BadInput
-from ..numerics.depth import slab_jacobian, slab_residual
+from ..numerics.depth import slab_jacobian_fields, slab_residual
 from ..numerics.model import Discretisation
 from ..numerics.reference import step_cap, tail_thresholds
 from ..numerics.terminal import BoundaryData
 from .events import EVENTS
+from .coarse import COARSE_OPERATORS, CoarseOperators
 from .linear import choose_linear, multigrid_levels, preset
 from .mesh import DepthTimeMesh
 from .options import PREFIX, SolverOptions, check_user_options, petsc_error_message
@@ -124,9 +125,6 @@ class MeshSolver:
             # couplings of one layer and the iteration count does not grow with the ranks
             proc_grid = (1,) * d.ndim + (0,)
         self.mesh = DepthTimeMesh(d, comm, proc_grid, prefix, da=da)
-        self.pattern = JacobianPattern(self.mesh)
-        self.X = self.mesh.create_vec()
-        self.F = self.mesh.create_vec()
         #: ``-<prefix>jacobian_preallocation exact|box``: the entries the scheme sets
         #: (default) or the DMDA's full box stencil (the layout before the d-dimensional
         #: core, for comparisons; it reproduces that release's MUMPS pivoting bit for bit)
@@ -134,7 +132,24 @@ class MeshSolver:
         if self.preallocation not in ("exact", "box"):
             raise BadInput(f"PETSc option -{prefix}jacobian_preallocation: expected exact or box, "
                            f"got {self.preallocation!r}")
+        self.pattern = JacobianPattern(self.mesh, ijv=self.preallocation == "box")
+        self.X = self.mesh.create_vec()
+        self.F = self.mesh.create_vec()
         self.J = self.pattern.create_matrix() if self.preallocation == "exact" else self._box_matrix()
+        #: ``-<prefix>mg_coarse_operators galerkin|rediscretised``: the multigrid's coarse
+        #: matrices as Galerkin products (default) or the scheme's Jacobian on each coarser
+        #: mesh at the injected iterate (:mod:`mfc_hpc.parallel.coarse`)
+        self.coarse_operators = PETSc.Options(prefix).getString("mg_coarse_operators", "galerkin")
+        if self.coarse_operators not in COARSE_OPERATORS:
+            raise BadInput(f"PETSc option -{prefix}mg_coarse_operators: expected {' or '.join(COARSE_OPERATORS)}, "
+                           f"got {self.coarse_operators!r}")
+        self._coarse: CoarseOperators | None = None
+        if self.coarse_operators == "rediscretised":
+            if not getattr(bd, "fixed_loss", True):
+                raise BadInput(f"PETSc option -{prefix}mg_coarse_operators rediscretised: only for the fixed "
+                               f"losses (quadratic, softmax)")
+            self._coarse = CoarseOperators(d, self.mesh.da, bd)
+            self.mesh.da.setKSPComputeOperators(self._coarse)
         self.timings = {k: 0.0 for k in ("residual", "jacobian", "linear_solve")}
         self.counts = {k: 0 for k in ("residual", "jacobian")}
         #: ``hook(iteration, fnorm, history, first)`` after every Newton iteration (the
@@ -175,7 +190,9 @@ class MeshSolver:
         if self.linear == "options":
             return {}
         factor = self._mumps or self.mesh.comm.getSize() == 1 or not PETSc.Sys.hasExternalPackage("superlu_dist")
-        out = preset(self.linear, self._mumps, multigrid_levels(self.d.grid.nodes, self.d.N))
+        out = preset(self.linear, self._mumps, multigrid_levels(self.d.grid.nodes, self.d.N), self.d.ndim)
+        if self.linear == "multigrid" and self._coarse is not None:
+            out["pc_mg_galerkin"] = "none"
         if self.linear == "direct" and not factor:
             out["pc_factor_mat_solver_type"] = "superlu_dist"
         return out
@@ -234,16 +251,19 @@ class MeshSolver:
             J.assemble()
 
     def assemble_jacobian(self, X: PETSc.Vec, P: PETSc.Mat, uncontrolled: bool = False) -> None:
-        """Assemble the analytic Jacobian at ``X`` into ``P``, one ``MatSetValuesIJV`` per
-        chunk of levels (vectorised over each chunk)."""
+        """Assemble the analytic Jacobian at ``X`` into ``P``, one chunk of levels at a time
+        (vectorised over each chunk; gathered straight into the matrix's value arrays,
+        :mod:`mfc_hpc.parallel.pattern`)."""
         t = time.perf_counter()
         EVENTS["jacobian"].begin()
+        if self._coarse is not None:
+            self._coarse.remember(X, uncontrolled)
         Zg = self.mesh.ghosted(X)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for chunk in self.pattern.chunks:
-                V = slab_jacobian(Zg, chunk.slab, self.d, self.bd, uncontrolled=uncontrolled)
-                self.pattern.insert(P, chunk, V)
-                del V
+                VF = slab_jacobian_fields(Zg, chunk.slab, self.d, self.bd, uncontrolled=uncontrolled)
+                self.pattern.insert(P, chunk, VF)
+                del VF
         P.assemble()
         EVENTS["jacobian"].end()
         self.timings["jacobian"] += time.perf_counter() - t
@@ -394,10 +414,15 @@ class MeshSolver:
         info = self.J.getInfo(PETSc.Mat.InfoType.GLOBAL_SUM)
         rows = self.J.getSize()[0]
         set_entries = self.mesh.allsum(self.pattern.set_entries)
-        return {"rows": rows, "allocated_per_row": info["nz_allocated"] / rows,
+        # the exact matrix lives on the pattern's arrays (PETSc allocated none of it)
+        allocated = info["nz_allocated"] if self.preallocation == "box" else \
+            self.mesh.allsum(self.pattern.stored_entries)
+        return {"rows": rows, "allocated_per_row": allocated / rows,
                 "used_per_row": info["nz_used"] / rows, "set_per_row": set_entries / rows}
 
     def destroy(self) -> None:
+        if self._coarse is not None:
+            self._coarse.destroy()
         for o in (self.snes, self.J, self.X, self.F):
             o.destroy()
         self.mesh.destroy()
