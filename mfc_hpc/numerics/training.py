@@ -49,7 +49,7 @@ from .model import Discretisation
 from .terminal import BoundaryData
 from .walk import all_edges, along
 
-__all__ = ["TiltLayout", "LayerStack", "nodal_parts", "walk", "adjoint_walk", "adjoint_source", "tilt_gradient",
+__all__ = ["TiltLayout", "LayerStack", "nodal_parts", "hashed_uniform", "walk", "adjoint_walk", "adjoint_source", "tilt_gradient",
            "tilts_from_solution", "forward_walk", "training_cost", "cost_and_gradient", "sweep", "kkt_state",
            "minimise", "symmetric_partner", "relent"]
 
@@ -110,67 +110,67 @@ class TiltLayout:
 
 
 class LayerStack:
-    """The jump generators ``A_n`` of ``L`` consecutive layers (a chunk of depth) on the
-    whole node grid, from their log-tilts ``parts`` (per axis ``(theta_r, theta_l)``, each
-    ``[L, *edges_k]``; :meth:`TiltLayout.split` or :func:`nodal_parts`):
+    """The midpoint layers ``n = 0..L-1`` of a chunk of depth on the whole node grid, from
+    their log-tilts ``parts`` (per axis ``(theta_r, theta_l)``, each ``[L, *edges_k]``;
+    :meth:`TiltLayout.split` or :func:`nodal_parts`): the jump generator
 
         (A_n rho)_i = sum_k sum_{j=i+-e_k} (nu/h_k) a^(k) (rho_j E_ji - rho_i E_ij),
 
-    the same for every class. Everything that does not depend on the densities (the
-    tilts, the outflow rates, the factorisations of ``W - c A_n``) is set up for all layers
-    of the chunk at once; :func:`walk` and :func:`adjoint_walk` then run the layers in
-    order. Arrays ``[c, *i]``."""
+    the same for every class, and ``B_n^{+-} = W +- dt/2 A_n``. Everything that does not
+    depend on the densities (the rates, the diagonals of ``B^{+-}``, the factorisations of
+    ``B^-``) is set up for all layers of the chunk at once; :func:`walk` and
+    :func:`adjoint_walk` then run the layers in order. Arrays ``[c, *i]``."""
 
     def __init__(self, parts: list[tuple[np.ndarray, np.ndarray]], geom: BoxGeometry, d: Discretisation) -> None:
         nd = d.ndim
         self.d, self.geom = d, geom
         self.L = int(parts[0][0].shape[0])
+        c = 0.5 * d.dt
         coef = [(d.nu / geom.h[k]) * geom.face[k] for k in range(nd)]  # (nu/h_k) a^(k), over the edges
-        #: per axis the flow rates of the jumps p -> p+e_k and p+e_k -> p times the face
-        #: factor, ``[L, *edges_k]``
-        self.rates = [(coef[k] * np.exp(tr), coef[k] * np.exp(tl)) for k, (tr, tl) in enumerate(parts)]
+        #: per axis ``dt/2`` times the flow rates of the jumps p -> p+e_k and p+e_k -> p
+        #: with the face factor, ``[L, *edges_k]``
+        self.rates = [(c * coef[k] * np.exp(tr), c * coef[k] * np.exp(tl)) for k, (tr, tl) in enumerate(parts)]
         out = np.zeros((self.L,) + geom.count)
         for k, (kr, kl) in enumerate(self.rates):
             out[along(nd, k, slice(None, -1), 1)] += kr
             out[along(nd, k, slice(1, None), 1)] += kl
-        self.out = out  # [L, *i]: sum of the rates leaving each node
+        #: ``dt/2`` times the rates leaving each node, ``[L, *i]``
+        self.out = out
+        self.w = geom.w
+        self._edges = [(along(nd, k, slice(None, -1), 1), along(nd, k, slice(1, None), 1)) for k in range(nd)]
 
-    def apply(self, n: int, rho: np.ndarray) -> np.ndarray:
-        """``A_n rho`` for ``rho[..., *i]``."""
-        nd, lead = self.d.ndim, rho.ndim - self.d.ndim
-        Ar = -self.out[n] * rho
-        for k, (kr, kl) in enumerate(self.rates):
-            lo, hi = along(nd, k, slice(None, -1), lead), along(nd, k, slice(1, None), lead)
-            Ar[hi] += kr[n] * rho[lo]
-            Ar[lo] += kl[n] * rho[hi]
-        return Ar
+    def explicit(self, n: int, rho: np.ndarray) -> np.ndarray:
+        """``B_n^+ rho = W rho + dt/2 A_n rho`` for ``rho[c, *i]``."""
+        y = (self.w - self.out[n]) * rho
+        for (lo, hi), (kr, kl) in zip(self._edges, self.rates):
+            y[hi] += kr[n] * rho[lo]
+            y[lo] += kl[n] * rho[hi]
+        return y
 
-    def apply_T(self, n: int, mu: np.ndarray) -> np.ndarray:
-        """``A_n^T mu``: ``sum_j (nu/h_k) a^(k) E_ij (mu_j - mu_i)``."""
-        nd, lead = self.d.ndim, mu.ndim - self.d.ndim
-        out = np.zeros_like(mu)
-        for k, (kr, kl) in enumerate(self.rates):
-            lo, hi = along(nd, k, slice(None, -1), lead), along(nd, k, slice(1, None), lead)
+    def explicit_T(self, n: int, mu: np.ndarray) -> np.ndarray:
+        """``(B_n^+)^T mu = W mu + dt/2 sum_j (nu/h_k) a^(k) E_ij (mu_j - mu_i)`` for ``mu[c, *i]``."""
+        y = self.w * mu
+        for (lo, hi), (kr, kl) in zip(self._edges, self.rates):
             dmu = mu[hi] - mu[lo]
-            out[lo] += kr[n] * dmu
-            out[hi] -= kl[n] * dmu
-        return out
+            y[lo] += kr[n] * dmu
+            y[hi] -= kl[n] * dmu
+        return y
 
-    def solvers(self, c: float) -> list:
-        """Per layer a solve ``x = (W - c A_n)^{-1} b`` (``transpose=True``: with the
-        transpose) for ``b[c, *i]``: LAPACK tridiagonal factors when ``d = 1``, sparse LU
-        (one pattern for every layer) otherwise. ``W - c A_n`` is column diagonally dominant
-        (its columns sum to ``w``), so neither needs pivoting for stability."""
+    def solvers(self) -> list:
+        """Per layer a solve ``x = (B_n^-)^{-1} b`` (``transpose=True``: with the transpose)
+        for ``b[c, *i]``: LAPACK tridiagonal factors when ``d = 1``, sparse LU (one pattern
+        for every layer) otherwise. ``B^- = W - dt/2 A_n`` is column diagonally dominant (its
+        columns sum to ``w``), so neither needs pivoting for stability."""
         if self.d.ndim == 1:
-            return self._tridiagonal(c)
-        return self._sparse_lu(c)
+            return self._tridiagonal()
+        return self._sparse_lu()
 
-    def _tridiagonal(self, c: float) -> list:
+    def _tridiagonal(self) -> list:
         from scipy.linalg.lapack import dgttrf, dgttrs
 
         (kr, kl), = self.rates
-        diag = self.geom.w + c * self.out  # [L, M]
-        sub, sup = -c * kr, -c * kl  # row i+1 col i: inflow from i; row i col i+1: inflow from i+1
+        diag = self.w + self.out  # [L, M]
+        sub, sup = -kr, -kl  # row i+1 col i: inflow from i; row i col i+1: inflow from i+1
         out = []
         for n in range(self.L):
             dl, dd, du, du2, ipiv, info = dgttrf(sub[n], diag[n], sup[n])
@@ -178,13 +178,12 @@ class LayerStack:
                 raise ValueError(f"dgttrf: argument {-info} is invalid")
 
             def solve(b, transpose=False, f=(dl, dd, du, du2, ipiv)):
-                b = np.asarray(b, dtype=float)
-                x, _ = dgttrs(*f, b.reshape(-1, b.shape[-1]).T, trans="T" if transpose else "N")
-                return x.T.reshape(b.shape)
+                x, _ = dgttrs(*f, b.T, trans="T" if transpose else "N")  # b[c, M]: b.T is Fortran order
+                return x.T
             out.append(solve)
         return out
 
-    def _sparse_lu(self, c: float) -> list:
+    def _sparse_lu(self) -> list:
         import scipy.sparse as sp
         from scipy.sparse.linalg import splu
 
@@ -204,9 +203,9 @@ class LayerStack:
         w = np.broadcast_to(self.geom.w, shape)
         out = []
         for m in range(self.L):
-            vals = [(w + c * self.out[m]).ravel()]
+            vals = [(w + self.out[m]).ravel()]
             for kr, kl in self.rates:
-                vals += [(-c * kr[m]).ravel(), (-c * kl[m]).ravel()]
+                vals += [(-kr[m]).ravel(), (-kl[m]).ravel()]
             A = sp.csc_matrix((np.concatenate(vals)[perm], pat.indices, pat.indptr), shape=(n, n))
             lu = splu(A)
 
@@ -229,6 +228,20 @@ def nodal_parts(T: np.ndarray, ndim: int) -> list[tuple[np.ndarray, np.ndarray]]
     return out
 
 
+def hashed_uniform(index: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Pseudo-random numbers in ``[-1, 1)``, a pure function of an integer ``index`` (and
+    ``seed``): the splitmix64 finaliser of ``index + seed * 2^32``. Any decomposition of an
+    index range gives the same numbers, so a perturbation made of them does not depend on
+    the number of ranks."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(index, dtype=np.uint64) + np.uint64(seed) * np.uint64(1 << 32)
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * (2.0 ** -52) - 1.0
+
+
 def _whole(d: Discretisation) -> BoxGeometry:
     return BoxGeometry(d.grid, (0,) * d.ndim, d.grid.nodes)
 
@@ -244,16 +257,12 @@ def tilts_from_solution(Z: np.ndarray, d: Discretisation) -> np.ndarray:
 
 def walk(stack: LayerStack, solvers: list, rho_in: np.ndarray) -> np.ndarray:
     """The midpoint walk through the layers of a chunk: ``rho[l, c, *i]`` for the chunk's
-    ``L + 1`` levels, level 0 being ``rho_in``,
-    ``(W - dt/2 A_n) rho^{n+1} = (W + dt/2 A_n) rho^n`` (layers are sequential by nature;
-    each is vectorised over nodes and classes)."""
-    d, w = stack.d, stack.geom.w
-    hdt = 0.5 * d.dt
+    ``L + 1`` levels, level 0 being ``rho_in``, ``B_n^- rho^{n+1} = B_n^+ rho^n`` (layers are
+    sequential by nature; each is vectorised over nodes and classes)."""
     rho = np.empty((stack.L + 1,) + np.shape(rho_in))
     rho[0] = rho_in
     for n in range(stack.L):
-        r = rho[n]
-        rho[n + 1] = solvers[n](w * r + hdt * stack.apply(n, r))
+        rho[n + 1] = solvers[n](stack.explicit(n, rho[n]))
     return rho
 
 
@@ -264,18 +273,20 @@ def adjoint_walk(stack: LayerStack, solvers: list, phi_out: np.ndarray, q: np.nd
     ``w phi^n = (B_n^+)^T mu^n - q^n/2``. Returns ``(mu[L, c, *i], phi[L + 1, c, *i])``;
     ``q[L, *i]`` from :func:`adjoint_source`, ``pen[L + 1, c, *i]`` an optional extra
     derivative of the objective with respect to the densities of each level."""
-    d, w = stack.d, stack.geom.w
-    hdt = 0.5 * d.dt
+    w = stack.w
     L = stack.L
     phi = np.empty((L + 1,) + np.shape(phi_out))
     mu = np.empty((L,) + np.shape(phi_out))
     phi[L] = phi_out
+    half_q = 0.5 * q[:, None]  # [L, 1, *i]
     for n in range(L - 1, -1, -1):
-        rhs = w * phi[n + 1] - 0.5 * q[n][None]
+        rhs = w * phi[n + 1] - half_q[n]
         if pen is not None:
-            rhs = rhs - pen[n + 1]
+            rhs -= pen[n + 1]
         mu[n] = solvers[n](rhs, transpose=True)
-        phi[n] = (w * mu[n] + hdt * stack.apply_T(n, mu[n]) - 0.5 * q[n][None]) / w
+        y = stack.explicit_T(n, mu[n])
+        y -= half_q[n]
+        phi[n] = y / w
     return mu, phi
 
 
@@ -341,7 +352,7 @@ def tilt_gradient(rho: np.ndarray, mu: np.ndarray, parts, d: Discretisation, geo
 def forward_walk(rho0: np.ndarray, theta: np.ndarray, d: Discretisation) -> np.ndarray:
     """Densities ``rho[n, c, *i]`` moved by the midpoint walk with the log-tilts ``theta``."""
     stack = LayerStack(TiltLayout(d).split(theta), _whole(d), d)
-    return walk(stack, stack.solvers(0.5 * d.dt), np.asarray(rho0, dtype=float))
+    return walk(stack, stack.solvers(), np.asarray(rho0, dtype=float))
 
 
 def training_cost(rho: np.ndarray, theta: np.ndarray, d: Discretisation, bd: BoundaryData) -> dict:
@@ -374,7 +385,7 @@ def sweep(theta: np.ndarray, d: Discretisation, bd: BoundaryData, barrier: float
     geom = _whole(d)
     w = geom.w
     stack = LayerStack(parts, geom, d)
-    solvers = stack.solvers(0.5 * d.dt)
+    solvers = stack.solvers()
     rho = walk(stack, solvers, bd.rho0)
     kin, run = _layer_costs(rho, parts, d, geom)
     term = bd.terminal_cost(rho[-1], w, (slice(None),) * nd)

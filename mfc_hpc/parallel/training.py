@@ -32,6 +32,8 @@ final sums.
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from petsc4py import PETSc
 
@@ -40,7 +42,7 @@ from ..numerics.grid import BoxGeometry
 from ..numerics.model import Discretisation
 from ..numerics.terminal import BoundaryData
 from ..numerics.training import (LayerStack, TiltLayout, _check_fixed_terminal, _layer_costs, adjoint_source,
-                                 adjoint_walk, nodal_parts, tilt_gradient, walk)
+                                 adjoint_walk, hashed_uniform, nodal_parts, tilt_gradient, walk)
 from .mesh import DepthTimeMesh
 
 __all__ = ["TiltMesh", "Evaluation"]
@@ -108,6 +110,7 @@ class TiltMesh:
         self.owned_shape = (self.ye - self.ys,) + tuple(d.grid.nodes) + (2 * nd,)
         self.geom = BoxGeometry(d.grid, (0,) * nd, d.grid.nodes)
         self.layout = TiltLayout(d)
+        self.timings = dict.fromkeys(("setup", "forward", "backward", "gradient", "reduce", "evaluations"), 0.0)
 
     def _dmda(self, comm, dof: int, own) -> PETSc.DMDA:
         d = self.d
@@ -153,6 +156,16 @@ class TiltMesh:
         hi.getArray()[:] = bound * U
         return lo, hi
 
+    def perturb(self, X: PETSc.Vec, amplitude: float, seed: int = 0) -> None:
+        """Add ``amplitude`` times :func:`~mfc_hpc.numerics.training.hashed_uniform` of each
+        slot's natural index to the used slots of ``X``: the same network for every rank
+        count (the depth split numbers the slots in natural order)."""
+        if amplitude == 0.0:
+            return
+        lo, hi = X.getOwnershipRange()
+        u = hashed_uniform(np.arange(lo, hi), seed).reshape(self.owned_shape)
+        self.owned(X, readonly=False)[...] += amplitude * u * self.used()
+
     def set_serial(self, X: PETSc.Vec, theta: np.ndarray) -> None:
         """Fill ``X`` from a serial log-tilt array (:class:`TiltLayout`; only the rank's
         levels are read)."""
@@ -173,76 +186,88 @@ class TiltMesh:
         """``J_h`` at the network ``X`` and, into ``G``, its exact gradient (collective).
 
         The forward walk and the adjoint sweep run over the rank's layers, pipelined along
-        depth (module docstring); the cost is one reduction."""
+        depth (module docstring); the cost is one reduction. Seconds per phase accumulate
+        in :attr:`timings` (``setup``: rates and factorisations; ``forward``, ``backward``:
+        the sweeps including the wait for the neighbour's level; ``gradient``: cost and
+        gradient; ``reduce``: the reductions)."""
+        with np.errstate(all="ignore"):  # trial networks may overflow: reported, not raised
+            return self._evaluate(X, G)
+
+    def _evaluate(self, X: PETSc.Vec, G: PETSc.Vec | None) -> Evaluation:
+        from mpi4py import MPI
+
         d, bd, geom = self.d, self.bd, self.geom
         nd, K = d.ndim, d.K
         sel = (slice(None),) * nd
+        tim = self.timings
+        t0 = time.perf_counter()
         parts = nodal_parts(self._layers(self.owned(X)), nd)
-        with np.errstate(all="ignore"):  # trial networks may overflow: reported, not raised
-            stack = LayerStack(parts, geom, d)
-            try:
-                solvers = stack.solvers(0.5 * d.dt)
-            except (ValueError, RuntimeError, np.linalg.LinAlgError):  # e.g. an exactly singular layer
-                solvers = [_nan_solve] * stack.L  # the pipeline runs on; the result is not finite
+        stack = LayerStack(parts, geom, d)
+        try:
+            solvers = stack.solvers()
+        except (ValueError, RuntimeError, np.linalg.LinAlgError):  # e.g. an exactly singular layer
+            solvers = [_nan_solve] * stack.L  # the pipeline runs on; the result is not finite
+        tim["setup"] += time.perf_counter() - t0
         level_shape = (K,) + tuple(d.grid.nodes)
         reqs = []
         rho = phi = mu = None
 
         def forward():
             nonlocal rho
+            t = time.perf_counter()
             if self.prev is None:
                 rho_in = np.asarray(bd.rho0, dtype=float)
             else:
                 rho_in = np.empty(level_shape)
                 self.mpi.Recv(rho_in, source=self.prev, tag=_FWD)
-            with np.errstate(all="ignore"):
-                rho = walk(stack, solvers, rho_in)
+            rho = walk(stack, solvers, rho_in)
             if self.next is not None:
                 reqs.append(self.mpi.Isend(np.ascontiguousarray(rho[-1]), dest=self.next, tag=_FWD))
+            tim["forward"] += time.perf_counter() - t
 
         def backward():
             nonlocal phi, mu
+            t = time.perf_counter()
             if self.next is None:
                 phi_out = np.asarray(bd.terminal(None, sel), dtype=float)  # the fixed loss: -s G
             else:
                 phi_out = np.empty(level_shape)
                 self.mpi.Recv(phi_out, source=self.next, tag=_BWD)
-            with np.errstate(all="ignore"):
-                q = adjoint_source(rho, parts, d, geom)
-                mu, phi = adjoint_walk(stack, solvers, phi_out, q)
+            q = adjoint_source(rho, parts, d, geom)
+            mu, phi = adjoint_walk(stack, solvers, phi_out, q)
             if self.prev is not None:
                 reqs.append(self.mpi.Isend(np.ascontiguousarray(phi[0]), dest=self.prev, tag=_BWD))
+            tim["backward"] += time.perf_counter() - t
 
-        P, rank = self.mpi.size, self.mpi.rank
-        if not d.running.active and 2 * rank >= P:  # both pipelines at once (module docstring)
+        if not d.running.active and 2 * self.mpi.rank >= self.mpi.size:  # both pipelines at once
             backward()
             forward()
         else:
             forward()
             backward()
-        with np.errstate(all="ignore"):
-            kin, run = _layer_costs(rho, parts, d, geom)
-            term = bd.terminal_cost(rho[-1], geom.w, sel) if self.next is None else 0.0
-            low = rho if self.prev is None else rho[1:]
-            local_min = float(low.min()) if low.size else np.inf
-            finite = bool(np.all(np.isfinite(rho)) and np.all(np.isfinite(phi)))
-            sums = np.array([d.dt * kin.sum(), d.dt * run.sum(), term])
-            if G is not None:
-                Ga = self.owned(G, readonly=False)
-                Ga[...] = 0.0
-                for (r, l), (gr, gl) in zip(nodal_parts(self._layers(Ga), nd), tilt_gradient(rho, mu, parts, d, geom)):
-                    r[...] = gr
-                    l[...] = gl
-                finite = finite and bool(np.all(np.isfinite(Ga)))
-        from mpi4py import MPI
-
-        tot = np.empty(3)
+        t = time.perf_counter()
+        kin, run = _layer_costs(rho, parts, d, geom)
+        term = bd.terminal_cost(rho[-1], geom.w, sel) if self.next is None else 0.0
+        low = rho if self.prev is None else rho[1:]
+        local_min = float(low.min()) if low.size else np.inf
+        finite = bool(np.all(np.isfinite(rho)) and np.all(np.isfinite(phi)))
+        sums = np.array([d.dt * kin.sum(), d.dt * run.sum(), term])
+        if G is not None:
+            Ga = self.owned(G, readonly=False)
+            Ga[...] = 0.0
+            for (r, l), (gr, gl) in zip(nodal_parts(self._layers(Ga), nd), tilt_gradient(rho, mu, parts, d, geom)):
+                r[...] = gr
+                l[...] = gl
+            finite = finite and bool(np.all(np.isfinite(Ga)))
+        t1 = time.perf_counter()
+        tim["gradient"] += t1 - t
+        tot, worst = np.empty(3), np.empty(2)
         self.mpi.Allreduce(sums, tot, op=MPI.SUM)
-        sums = tot
-        worst = np.empty(2)
         self.mpi.Allreduce(np.array([-local_min, 0.0 if finite else 1.0]), worst, op=MPI.MAX)
         MPI.Request.Waitall(reqs)
-        cost = {"kinetic": float(sums[0]), "running": float(sums[1]), "terminal": float(sums[2])}
+        tim["reduce"] += time.perf_counter() - t1
+        tim["evaluations"] += 1
+        cost = {"kinetic": float(tot[0]), "running": float(tot[1]), "terminal": float(tot[2])}
         cost["total"] = cost["kinetic"] + cost["running"] + cost["terminal"]
         k = self.ys - self.a
         return Evaluation(cost, float(-worst[0]), bool(worst[1] == 0.0 and np.isfinite(cost["total"])),
