@@ -199,6 +199,53 @@ def test_the_route_reaches_the_same_solution_on_one_and_two_ranks(tmp_path, dim)
     assert runs["depth"][0]["process_grid"] == [1] * dim + [2]
 
 
+SYMMETRIC = """
+[mesh]
+x_min = -4.0
+x_max = 4.0
+nodes = 129
+layers = 32
+[model]
+nu = 0.02
+eta = 0.1
+[[classes]]
+prior = 0.5
+mean = -0.5
+var = 0.09
+[[classes]]
+prior = 0.5
+mean = 0.5
+var = 0.09
+[loss]
+kind = "softmax"
+weights = [-1.0, 1.0]
+gamma = 5.0
+[solver]
+guess = "optimisation"
+optimisation_chunk = 500
+{extra}
+"""
+
+
+def test_a_symmetric_problem_gets_the_same_asymmetric_minimiser_on_1_2_and_3_ranks(tmp_path):
+    """The two-class problem of test_two_class past its fold (gamma 5, nu 0.02) is mirror
+    symmetric (x -> -x with the classes swapped), and so is its zero network; its minimiser
+    is not: there are two, mirror images of each other. The start perturbation
+    (``solver.optimisation_perturbation``, the same on every rank count) decides which one,
+    not round-off: 1, 2 and 3 ranks (2 and 3 with the mesh split along depth and along the
+    nodes) reach the same one."""
+    runs = [_solve(tmp_path, "one", SYMMETRIC, 1), _solve(tmp_path, "two", SYMMETRIC, 2, "process_grid = [1, 2]"),
+            _solve(tmp_path, "three", SYMMETRIC, 3, "process_grid = [3, 1]")]
+    ref = runs[0][1]
+    for s, rho, phi in runs:
+        assert s["converged"], s["failure"]
+        assert [st["param"] for st in s["newton"][-1]["stages"]] == ["optimisation"] * len(s["newton"][-1]["stages"])
+        assert np.abs(rho - ref).max() <= 1e-9 * np.abs(ref).max()
+    mirrored = ref[:, ::-1, ::-1]  # classes swapped, x -> -x
+    assert np.abs(ref - mirrored).max() > 1e-2 * np.abs(ref).max()  # the minimiser is not symmetric
+    assert runs[0][0]["diagnostics"]["cost"]["total"] < 0.7 * runs[0][0]["zero_network_cost"]["total"]
+
+
 def test_tao_options_have_their_own_prefix(tmp_path):
     """``-mfc_tao_tao_type lmvm`` reaches the route's TAO (and is reported as used); an
     unknown type is a one-line error on every rank."""
