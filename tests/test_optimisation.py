@@ -199,6 +199,18 @@ def test_the_route_reaches_the_same_solution_on_one_and_two_ranks(tmp_path, dim)
     assert runs["depth"][0]["process_grid"] == [1] * dim + [2]
 
 
+def test_more_ranks_than_depth_levels(tmp_path):
+    """One layer (two levels) on 3 ranks: the first two hold the tilts, the third waits;
+    the same solution as on one rank."""
+    text = CONFIG_1D.replace("layers = 11", "layers = 1").replace("gamma = 3.0", "gamma = 0.5")
+    s1, rho1, _ = _solve(tmp_path, "one", text, 1)
+    s3, rho3, _ = _solve(tmp_path, "three", text, 3)
+    for s in (s1, s3):
+        assert s["converged"] and s["newton"][-1]["stages"][0]["param"] == "optimisation"
+        assert s["newton"][-1]["stages"][0]["converged"]
+    assert np.abs(rho3 - rho1).max() <= 1e-9 * np.abs(rho1).max()
+
+
 SYMMETRIC = """
 [mesh]
 x_min = -4.0

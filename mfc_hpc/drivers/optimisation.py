@@ -57,7 +57,7 @@ def optimisation_solve(ms: MeshSolver, bd_full, solver_cfg, nu: float, rec: dict
             tm.kkt_state(theta, ms.X, ms.mesh)
             EVENTS["optimisation"].end()
             info = o.info()
-            info["tao_type"] = opt.tao.getType()
+            info["tao_type"] = opt.type
             done_its += max(o.iterations, 1)
             dt_opt = time.perf_counter() - t0
             t_opt += dt_opt
@@ -74,7 +74,8 @@ def optimisation_solve(ms: MeshSolver, bd_full, solver_cfg, nu: float, rec: dict
                 break
     finally:
         opt.destroy()
-        theta.destroy()
+        if theta is not None:
+            theta.destroy()
         tm.destroy()
     rec["converged"] = bool(r is not None and r.converged)
     if rec["converged"]:

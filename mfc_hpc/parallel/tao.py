@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from petsc4py import PETSc
 
+from ..errors import BadInput
 from .events import EVENTS
 from .options import SolverOptions
 from .training import TiltMesh
@@ -72,7 +73,8 @@ class TaoResult:
 
 
 class TiltMinimiser:
-    """TAO over a :class:`TiltMesh` (collective).
+    """TAO over a :class:`TiltMesh` (collective over all the mesh's ranks; with more ranks
+    than depth levels the ranks that hold no tilts wait and receive the result).
 
     Parameters
     ----------
@@ -88,19 +90,32 @@ class TiltMinimiser:
         self.tm = tm
         d = tm.d
         self.prefix = prefix
+        self.full = tm.full.tompi4py()
         self.scale = d.dt * d.nu / d.grid.h[0] * 2.0 * d.nu  # gradient units -> log-tilt units
         self.floor = 0.0 if d.eta == 0 else -d.eta / d.K
         self.options = SolverOptions(prefix, dict(DEFAULTS))
-        self.G = tm.create_vec()
-        self.lower, self.upper = tm.bounds(bound)
-        tao = PETSc.TAO().create(tm.comm)
-        tao.setOptionsPrefix(prefix)
-        tao.setObjectiveGradient(self._objective_gradient, self.G)
-        tao.setVariableBounds(self.lower, self.upper)
-        tao.setConvergenceTest(self._converged)
-        tao.setMonitor(self._monitor)
-        self.options.set_from_options(tao)
-        self.tao = tao
+        self.tao = self.G = self.lower = self.upper = None
+        err = None
+        if tm.active:
+            self.G = tm.create_vec()
+            self.lower, self.upper = tm.bounds(bound)
+            tao = PETSc.TAO().create(tm.comm)
+            tao.setOptionsPrefix(prefix)
+            tao.setObjectiveGradient(self._objective_gradient, self.G)
+            tao.setVariableBounds(self.lower, self.upper)
+            tao.setConvergenceTest(self._converged)
+            tao.setMonitor(self._monitor)
+            self.tao = tao
+            try:
+                self.options.set_from_options(tao)
+            except BadInput as e:  # the same on every rank; agreed on below
+                err = str(e)
+        first = next((e for e in self.full.allgather(err) if e), None)
+        if first is not None:
+            self.destroy()
+            raise BadInput(first)
+        #: the TAO type (the same on every rank)
+        self.type = self.full.bcast(self.tao.getType() if self.tao is not None else None, root=0)
         self._reset(1.0, 1 << 30, 1e-6)
 
     def _reset(self, infeasible: float, maxiter: int, gtol: float) -> None:
@@ -141,9 +156,14 @@ class TiltMinimiser:
         self.history.append(float(tao.getObjectiveValue()))
 
     # ------------------------------------------------------------------ solve
-    def minimise(self, X: PETSc.Vec, maxiter: int, gtol: float = 1e-6, restarts: int = 50) -> TaoResult:
-        """At most ``maxiter`` iterations from the network ``X`` (updated in place) until the
-        projected gradient is below ``gtol`` in log-tilt units (collective)."""
+    def minimise(self, X: PETSc.Vec | None, maxiter: int, gtol: float = 1e-6, restarts: int = 50) -> TaoResult:
+        """At most ``maxiter`` iterations from the network ``X`` (updated in place; ``None``
+        on the ranks that hold no tilts) until the projected gradient is below ``gtol`` in
+        log-tilt units (collective). The result is the same on every rank."""
+        r = self._minimise(X, maxiter, gtol, restarts) if self.tm.active else None
+        return r if self.full.size == self.tm.comm_size else self.full.bcast(r, root=0)
+
+    def _minimise(self, X: PETSc.Vec, maxiter: int, gtol: float, restarts: int) -> TaoResult:
         t0 = time.perf_counter()
         e0 = self.tm.evaluate(X)
         J0 = e0.cost["total"]
@@ -183,6 +203,7 @@ class TiltMinimiser:
         return r.success or not r.decrease > 1e-13 * (1.0 + abs(r.cost.get("total", 0.0)))
 
     def destroy(self) -> None:
-        self.tao.destroy()
-        for v in (self.G, self.lower, self.upper):
-            v.destroy()
+        for o in (self.tao, self.G, self.lower, self.upper):
+            if o is not None:
+                o.destroy()
+        self.tao = self.G = self.lower = self.upper = None

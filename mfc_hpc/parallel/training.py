@@ -37,7 +37,6 @@ import time
 import numpy as np
 from petsc4py import PETSc
 
-from ..errors import BadInput
 from ..numerics.grid import BoxGeometry
 from ..numerics.model import Discretisation
 from ..numerics.terminal import BoundaryData
@@ -48,6 +47,11 @@ from .mesh import DepthTimeMesh
 __all__ = ["TiltMesh", "Evaluation"]
 
 _FWD, _BWD = 17, 18  # message tags of the two pipelines
+
+
+def _min():
+    from mpi4py import MPI
+    return MPI.MIN
 
 
 def _nan_solve(b: np.ndarray, transpose: bool = False) -> np.ndarray:
@@ -83,12 +87,21 @@ class TiltMesh:
         _check_fixed_terminal(bd)
         self.d, self.bd, self.mesh = d, bd, mesh
         nd = d.ndim
-        comm = mesh.comm if mesh is not None else (comm or PETSc.COMM_WORLD)
-        P = comm.getSize()
+        full = mesh.comm if mesh is not None else (comm or PETSc.COMM_WORLD)
+        self.full = full
+        fmpi = full.tompi4py()
         levels = d.N + 1
-        if P > levels:
-            raise BadInput(f"the optimisation route splits the {levels} depth levels over the ranks: "
-                           f"{P} ranks are too many (at most {levels})")
+        # a DMDA needs at least one level per rank: with more ranks than levels the first
+        # N + 1 ranks hold the tilts and the others wait (:attr:`active`)
+        self.active = fmpi.rank < levels
+        P = min(fmpi.size, levels)
+        if fmpi.size > levels:
+            from mpi4py import MPI
+
+            sub = fmpi.Split(0 if self.active else MPI.UNDEFINED, fmpi.rank)
+            comm = PETSc.Comm(sub) if self.active else None
+        else:
+            comm = full
         if mesh is not None and all(p == 1 for p in mesh.proc_sizes[:nd]):
             ranges = [int(v) for v in mesh.da.getOwnershipRanges()[nd]]
             self.shares_mesh = True
@@ -96,6 +109,14 @@ class TiltMesh:
             ranges = [levels // P + (1 if r < levels % P else 0) for r in range(P)]
             self.shares_mesh = False
         self.ranges = ranges
+        self.layout = TiltLayout(d)
+        self.geom = BoxGeometry(d.grid, (0,) * nd, d.grid.nodes)
+        self.timings = dict.fromkeys(("setup", "forward", "backward", "gradient", "reduce", "evaluations"), 0.0)
+        self.da = None
+        if not self.active:
+            self.ys = self.ye = levels
+            self.owned_shape = (0,) + tuple(d.grid.nodes) + (2 * nd,)
+            return
         own = tuple((m,) for m in reversed(d.grid.nodes)) + (tuple(ranges),)
         self.da = self._dmda(comm, 2 * nd, own)
         self.mpi = comm.tompi4py()
@@ -108,9 +129,6 @@ class TiltMesh:
         self.next = rank + 1 if self.ye < levels else None
         self.a, self.b = max(self.ys - 1, 0), self.ye - 1  # the rank's layers a .. b-1
         self.owned_shape = (self.ye - self.ys,) + tuple(d.grid.nodes) + (2 * nd,)
-        self.geom = BoxGeometry(d.grid, (0,) * nd, d.grid.nodes)
-        self.layout = TiltLayout(d)
-        self.timings = dict.fromkeys(("setup", "forward", "backward", "gradient", "reduce", "evaluations"), 0.0)
 
     def _dmda(self, comm, dof: int, own) -> PETSc.DMDA:
         d = self.d
@@ -126,8 +144,16 @@ class TiltMesh:
     def comm(self) -> PETSc.Comm:
         return self.da.getComm()
 
-    def create_vec(self) -> PETSc.Vec:
-        """A tilt Vec set to 0 (the zero network: ``E = 1``, data only diffused)."""
+    @property
+    def comm_size(self) -> int:
+        """Ranks that hold tilts (``min(P, N + 1)``)."""
+        return len(self.ranges)
+
+    def create_vec(self) -> PETSc.Vec | None:
+        """A tilt Vec set to 0 (the zero network: ``E = 1``, data only diffused); ``None``
+        on a rank that holds no tilts."""
+        if not self.active:
+            return None
         X = self.da.createGlobalVec()
         X.zeroEntries()
         return X
@@ -156,11 +182,11 @@ class TiltMesh:
         hi.getArray()[:] = bound * U
         return lo, hi
 
-    def perturb(self, X: PETSc.Vec, amplitude: float, seed: int = 0) -> None:
+    def perturb(self, X: PETSc.Vec | None, amplitude: float, seed: int = 0) -> None:
         """Add ``amplitude`` times :func:`~mfc_hpc.numerics.training.hashed_uniform` of each
         slot's natural index to the used slots of ``X``: the same network for every rank
         count (the depth split numbers the slots in natural order)."""
-        if amplitude == 0.0:
+        if amplitude == 0.0 or X is None:
             return
         lo, hi = X.getOwnershipRange()
         u = hashed_uniform(np.arange(lo, hi), seed).reshape(self.owned_shape)
@@ -274,24 +300,29 @@ class TiltMesh:
                           rho[k:], phi[k:])
 
     # ------------------------------------------------------------------ KKT state
-    def kkt_state(self, X: PETSc.Vec, ms_X: PETSc.Vec, mesh: DepthTimeMesh) -> Evaluation:
+    def kkt_state(self, X: PETSc.Vec | None, ms_X: PETSc.Vec, mesh: DepthTimeMesh) -> Evaluation | None:
         """Write the KKT state of the network ``X`` (``rho`` of its walk, ``phi`` its adjoint;
-        :func:`~mfc_hpc.numerics.training.kkt_state`) into the mesh Vec ``ms_X`` (collective)."""
-        e = self.evaluate(X)
-        Z = np.concatenate([np.moveaxis(e.rho, 1, -1), np.moveaxis(e.phi, 1, -1)], axis=-1)
+        :func:`~mfc_hpc.numerics.training.kkt_state`) into the mesh Vec ``ms_X`` (collective
+        over the mesh's ranks; ``X`` is ``None`` on the ranks that hold no tilts)."""
+        e = self.evaluate(X) if self.active else None
+        if e is not None:
+            Z = np.concatenate([np.moveaxis(e.rho, 1, -1), np.moveaxis(e.phi, 1, -1)], axis=-1)
+        else:
+            Z = np.zeros((0,))
         s = mesh.slab
-        if self.shares_mesh and (s.ys, s.ye) == (self.ys, self.ye):
+        same = self.shares_mesh and (s.ys, s.ye) == (self.ys, self.ye)
+        if self.full.tompi4py().allreduce(int(same), op=_min()):
             mesh.owned(ms_X, readonly=False)[...] = Z
             return e
-        # the rank's levels are one contiguous range of the natural order (C order of
+        # the ranks' levels are contiguous ranges of the natural order (C order of
         # Z[n, *i, a], depth slowest): a plain Vec over those ranges, scattered into the
         # mesh's numbering through its application ordering
-        V = PETSc.Vec().createMPI((Z.size, PETSc.DECIDE), comm=self.comm)
+        V = PETSc.Vec().createMPI((Z.size, PETSc.DECIDE), comm=self.full)
         V.getArray()[:] = Z.ravel()
         lo, hi = V.getOwnershipRange()
         nat = np.arange(lo, hi, dtype=PETSc.IntType)
         to = mesh.da.getAO().app2petsc(nat.copy())
-        src, dst = PETSc.IS().createGeneral(nat, comm=self.comm), PETSc.IS().createGeneral(to, comm=self.comm)
+        src, dst = PETSc.IS().createGeneral(nat, comm=self.full), PETSc.IS().createGeneral(to, comm=self.full)
         sc = PETSc.Scatter().create(V, src, ms_X, dst)
         sc.scatter(V, ms_X, addv=PETSc.InsertMode.INSERT_VALUES, mode=PETSc.ScatterMode.FORWARD)
         for o in (sc, src, dst, V):
@@ -299,4 +330,6 @@ class TiltMesh:
         return e
 
     def destroy(self) -> None:
-        self.da.destroy()
+        if self.da is not None:
+            self.da.destroy()
+            self.da = None
