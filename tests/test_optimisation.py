@@ -291,3 +291,25 @@ def test_iris_strong_loss_little_noise_converges(tmp_path):
     assert dg["min_density"] > 0.0
     assert dg["cost"]["total"] < 0.7 * s["zero_network_cost"]["total"]
     assert dg["dt_max_compression"] < 1.0 and dg["dt_max_outflow_rate"] <= 2.0
+
+
+def test_benchmark_script_smoke(tmp_path):
+    """scripts/bench_optimisation.py --quick: both rank counts, a table and its JSON."""
+    import subprocess
+    import sys
+
+    from conftest import mpi_env
+
+    out = tmp_path / "b.json"
+    p = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_optimisation.py"), "--quick", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600, env=mpi_env(), cwd=REPO)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "| d1_small | 17,028 | 2 |" in p.stdout
+    d = json.loads(out.read_text())
+    rows = {(r["name"], r["ranks"]): r for r in d["rows"]}
+    assert set(rows) == {("d1_small", 1), ("d1_small", 2), ("d2_small", 1), ("d2_small", 2)}
+    assert all(r["per_evaluation"] > 0 for r in rows.values())
+    # the same network and problem on both rank counts: the same cost
+    for name in ("d1_small", "d2_small"):
+        costs = [x["cost"] for x in d["runs"] if x["name"] == name]
+        assert costs[0] == pytest.approx(costs[1], rel=1e-12)
