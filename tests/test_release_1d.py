@@ -17,6 +17,35 @@ from conftest import REPO, run_cli
 
 DATA = REPO / "tests" / "data" / "release_1d"
 EXAMPLES = ["closed_form", "two_class", "stability_sweep", "transport_kl", "bridge", "iris"]
+#: examples whose solve ends in the optimisation route (continuation stalls at a fold).
+#: The route's minimiser changed after the release (serial L-BFGS-B from the zero network,
+#: symmetry broken by round-off -> PETSc TAO on the distributed tilts from a fixed
+#: perturbation of it, mfc_hpc/docs/optimisation.md), and this symmetric non-convex
+#: problem has several asymmetric KKT points: the release reached J_h 1.1598351, the
+#: route now 1.1598559 (the one every start of TAO and, with the current kernels, of
+#: L-BFGS-B reaches). Every stage before the route is still the release's.
+ROUTE_CHANGED = {"two_class": 1e-4}
+
+
+def route_changed(name: str, s: dict, sol: dict, ref, every_stage: bool) -> bool:
+    """For :data:`ROUTE_CHANGED`: the stages match the release (the converged ones, or
+    ``every_stage``), the last one is the optimisation route and converged, and the cost
+    is within the given relative distance of the release's; ``False`` for the others."""
+    if name not in ROUTE_CHANGED:
+        return False
+    its, conv = stages(s)
+    assert conv == ref["converged"].tolist()
+    if every_stage:
+        assert its == ref["iterations"].tolist()
+    else:
+        assert [i for i, c in zip(its, conv) if c] == [i for i, c in zip(ref["iterations"], ref["converged"]) if c]
+    last = s["newton"][-1]["stages"][-1]
+    assert last["param"] == "optimisation" and last["converged"]
+    assert s["diagnostics"]["cost"]["total"] == pytest.approx(float(ref["cost"][3]), rel=ROUTE_CHANGED[name])
+    assert s["diagnostics"]["min_density"] > 0.0
+    zero = [s["zero_network_cost"][k] for k in ("kinetic", "running", "terminal", "total")]
+    assert np.allclose(zero, ref["zero"], rtol=1e-12, atol=1e-14)
+    return True
 
 
 def run(tmp_path, name: str, extra: list[str] = ()) -> tuple[dict, dict]:
@@ -38,6 +67,8 @@ def test_shipped_example_unchanged(tmp_path, name):
     ref = np.load(DATA / f"{name}.npz")
     s, sol = run(tmp_path, name)
     assert s["converged"]
+    if route_changed(name, s, sol, ref, every_stage=False):
+        return
     for k in ("rho", "phi"):
         assert sol[k].shape == ref[k].shape
         rel = np.abs(sol[k] - ref[k]).max() / np.abs(ref[k]).max()
@@ -62,6 +93,8 @@ def test_shipped_example_unchanged(tmp_path, name):
 def test_release_matrix_layout_reproduces_every_stage(tmp_path, name):
     ref = np.load(DATA / f"{name}.npz")
     s, sol = run(tmp_path, name, ["-mfc_jacobian_preallocation", "box"])
+    if route_changed(name, s, sol, ref, every_stage=True):
+        return
     its, conv = stages(s)
     assert its == ref["iterations"].tolist() and conv == ref["converged"].tolist()
     assert np.abs(sol["rho"] - ref["rho"]).max() <= 1e-12 * np.abs(ref["rho"]).max()

@@ -369,6 +369,10 @@ class SolverConfig:
     ``optimisation_fallback``: when continuation stalls (a fold), start Newton again from
     that minimiser (not with ``continuation = "never"``); ``optimisation_maxiter`` and
     ``optimisation_chunk``: its iterations in all and between Newton attempts;
+    ``optimisation_perturbation``: the minimiser starts from the zero network plus a fixed
+    pseudo-random perturbation of at most this size in every log-tilt, the same for every
+    rank count (a symmetric problem's zero network lies on its symmetric subspace, which
+    only round-off would otherwise leave; 0 = none);
     ``linear``: ``"direct"`` (MUMPS LU), ``"multigrid"`` (FGMRES + geometric multigrid on
     the DMDA hierarchy, falls back to LU if a linear solve fails) or ``"auto"`` (by size:
     :func:`mfc_hpc.parallel.linear.choose_linear`); ``-mfc_ksp_type``/``-mfc_pc_type``
@@ -392,6 +396,7 @@ class SolverConfig:
     optimisation_fallback: bool = True
     optimisation_maxiter: int = 10000
     optimisation_chunk: int = 1000
+    optimisation_perturbation: float = 1e-4
     linear: str = "auto"
 
     @classmethod
@@ -428,6 +433,9 @@ class SolverConfig:
                                             v.get("optimisation_maxiter", d.optimisation_maxiter), lo=1),
             optimisation_chunk=ck.integer("solver.optimisation_chunk",
                                           v.get("optimisation_chunk", d.optimisation_chunk), lo=1),
+            optimisation_perturbation=ck.num("solver.optimisation_perturbation",
+                                             v.get("optimisation_perturbation", d.optimisation_perturbation),
+                                             lo=0.0, hi=1.0),
             linear=ck.string("solver.linear", v.get("linear", d.linear), LINEAR_SOLVERS),
         )
 

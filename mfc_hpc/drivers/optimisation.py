@@ -1,17 +1,19 @@
 """The optimisation route: Newton from the minimiser of the discrete training problem.
 
 Continuation follows one branch of KKT points; for several classes it may end at a fold
-while the minimiser of ``J_h`` lies on another branch (METHOD.md 2: not convex). L-BFGS
-runs in chunks of ``solver.optimisation_chunk`` iterations (at most
+while the minimiser of ``J_h`` lies on another branch (METHOD.md 2: not convex). The
+minimiser runs in chunks of ``solver.optimisation_chunk`` iterations (at most
 ``solver.optimisation_maxiter`` in all); after each chunk Newton is tried from the KKT state
-of the current network (:func:`mfc_hpc.numerics.training.kkt_state`) and the search stops
-as soon as Newton converges: Newton needs a far less converged minimiser than L-BFGS
-would take to reach its own tolerance (iris, gamma 10, nu 0.01, 65 x 128: the largest
-log-tilt gradient 3e-2 after 3000 iterations, Newton fails; 3e-4 after 8000, Newton
-converges in 2).
+of the current network (``rho`` of its walk, ``phi`` its adjoint) and the search stops as
+soon as Newton converges: Newton needs a far less converged minimiser than the
+quasi-Newton method would take to reach its own tolerance.
 
-The minimiser here is serial (rank 0, :func:`mfc_hpc.numerics.training.minimise`) and the
-KKT state is scattered to the ranks' blocks.
+The minimiser is PETSc TAO (:class:`~mfc_hpc.parallel.tao.TiltMinimiser`, ``blmvm`` by
+default, options ``-mfc_tao_*``) on the distributed log-tilts of
+:class:`~mfc_hpc.parallel.training.TiltMesh`: every rank holds the tilts, densities and
+adjoints of its own layers, the walk and the adjoint sweep are pipelined along depth, and
+the KKT state is written into the mesh's Vec where it lies (no gather). See
+``mfc_hpc/docs/optimisation.md``.
 """
 from __future__ import annotations
 
@@ -19,11 +21,10 @@ import dataclasses
 import logging
 import time
 
-import numpy as np
-
-from ..numerics.training import kkt_state, minimise
 from ..parallel.events import EVENTS
 from ..parallel.snes import MeshSolver
+from ..parallel.tao import TiltMinimiser
+from ..parallel.training import TiltMesh
 
 __all__ = ["optimisation_solve", "zero_network_walk"]
 
@@ -38,53 +39,51 @@ def optimisation_solve(ms: MeshSolver, bd_full, solver_cfg, nu: float, rec: dict
     its observers see the iterations).
     """
     s = solver_cfg
-    comm = ms.mesh.mpi
     ms.set_problem(d=dataclasses.replace(ms.d, nu=nu))
     ms.bd.scale = 1.0
     rec = dict(rec)
     rec["stages"] = list(rec.get("stages", []))
-    theta, done_its, t_opt, r = None, 0, 0.0, None
-    d = ms.d
-    while done_its < s.optimisation_maxiter:
-        t0 = time.perf_counter()
-        chunk = min(s.optimisation_chunk, s.optimisation_maxiter - done_its)
-        Z, info, err = None, {}, None
-        EVENTS["optimisation"].begin()
-        if comm.rank == 0:
-            try:
-                o = minimise(d, bd_full, theta0=theta, gtol=1e-6, maxiter=chunk)
-                theta = o["theta"]
-                info = {k: v for k, v in o.items() if isinstance(v, (int, float, str, bool))}
-                Z = kkt_state(theta, d, bd_full)
-            except Exception as e:  # noqa: BLE001 - raised on every rank below
-                err = e
-        Z, info, err = comm.bcast((Z, info, err), root=0)
-        EVENTS["optimisation"].end()
-        if err is not None:
-            raise err
-        done_its += max(int(info.get("iterations", chunk)), 1)
-        ms.mesh.set_owned(ms.X, Z)
-        del Z
-        dt_opt = time.perf_counter() - t0
-        t_opt += dt_opt
-        r = newton(ms)
-        log.info("optimisation guess after %d L-BFGS iterations (%.1f s, gradient %.2e): Newton %s in %d "
-                 "iterations", done_its, t_opt, info.get("gradient_max", float("nan")),
-                 "converged" if r.converged else f"failed ({r.reason})", r.iterations)
-        rec["stages"].append({
-            "param": "optimisation", "value": 1.0, "converged": r.converged, "iterations": r.iterations,
-            "reason": r.reason, "residuals": r.residuals, "wall": r.wall + dt_opt,
-            "lbfgs_iterations_total": done_its, "lbfgs": info})
-        rec["newton_iterations"] = rec.get("newton_iterations", 0) + r.iterations
-        if r.converged or info.get("success"):  # converged, or L-BFGS has nothing more to give
-            break
+    done_its, t_opt, r = 0, 0.0, None
+    tm = TiltMesh(ms.d, bd_full, mesh=ms.mesh)
+    opt = TiltMinimiser(tm)
+    theta = tm.create_vec()  # the zero network, perturbed (solver.optimisation_perturbation)
+    tm.perturb(theta, s.optimisation_perturbation)
+    try:
+        while done_its < s.optimisation_maxiter:
+            t0 = time.perf_counter()
+            chunk = min(s.optimisation_chunk, s.optimisation_maxiter - done_its)
+            EVENTS["optimisation"].begin()
+            o = opt.minimise(theta, chunk, gtol=1e-6)
+            tm.kkt_state(theta, ms.X, ms.mesh)
+            EVENTS["optimisation"].end()
+            info = o.info()
+            info["tao_type"] = opt.type
+            done_its += max(o.iterations, 1)
+            dt_opt = time.perf_counter() - t0
+            t_opt += dt_opt
+            r = newton(ms)
+            log.info("optimisation guess after %d %s iterations (%.1f s, J_h %.6g, gradient %.2e): Newton %s in %d "
+                     "iterations", done_its, info["tao_type"], t_opt, o.cost["total"], o.gradient_max,
+                     "converged" if r.converged else f"failed ({r.reason})", r.iterations)
+            rec["stages"].append({
+                "param": "optimisation", "value": 1.0, "converged": r.converged, "iterations": r.iterations,
+                "reason": r.reason, "residuals": r.residuals, "wall": r.wall + dt_opt,
+                "lbfgs_iterations_total": done_its, "lbfgs": info})
+            rec["newton_iterations"] = rec.get("newton_iterations", 0) + r.iterations
+            if r.converged or opt.exhausted(o):  # converged, or the minimiser has nothing more to give
+                break
+    finally:
+        opt.destroy()
+        if theta is not None:
+            theta.destroy()
+        tm.destroy()
     rec["converged"] = bool(r is not None and r.converged)
     if rec["converged"]:
         rec.pop("failure", None)
     else:
         rec["failure"] = (rec.get("failure", "") + "; " if rec.get("failure") else "") + \
             f"Newton from the optimisation guess failed ({r.reason if r else 'no attempt'}) " \
-            f"after {done_its} L-BFGS iterations"
+            f"after {done_its} quasi-Newton iterations"
     return rec
 
 

@@ -10,13 +10,15 @@ from petsc4py import PETSc
 __all__ = ["EVENT_NAMES", "EVENTS", "timed", "phase_times"]
 
 #: the package's events (``mfc_<name>``)
-EVENT_NAMES = ("residual", "jacobian", "linear_solve", "io", "diagnostics", "optimisation")
+EVENT_NAMES = ("residual", "jacobian", "linear_solve", "io", "diagnostics", "optimisation",
+               "optimisation_gradient")
 EVENTS = {name: PETSc.Log.Event(f"mfc_{name}") for name in EVENT_NAMES}
 
 #: summary.json phase -> PETSc event (the package's and PETSc's own)
 _PHASES = {"residual": "mfc_residual", "jacobian": "mfc_jacobian", "snes_solve": "SNESSolve",
            "linear_solve": "KSPSolve", "factorisation": "MatLUFactorNum", "io": "mfc_io",
-           "diagnostics": "mfc_diagnostics", "optimisation": "mfc_optimisation"}
+           "diagnostics": "mfc_diagnostics", "optimisation": "mfc_optimisation",
+           "optimisation_gradient": "mfc_optimisation_gradient"}
 
 
 def timed(name: str, counter: dict | None = None):
