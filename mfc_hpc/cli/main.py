@@ -25,6 +25,8 @@ __all__ = ["main", "COMMANDS", "EXIT_OK", "EXIT_BAD_INPUT", "EXIT_NOT_CONVERGED"
 COMMANDS: dict[str, str] = {
     "solve": "solve",
     "inspect": "inspect",
+    "structure": "structure",
+    "stability": "stability",
 }
 
 
