@@ -73,8 +73,9 @@ def _layer_matrix(J: np.ndarray, diag: np.ndarray, d: Discretisation):
 
 
 def _layer_adjoint(phi_next: np.ndarray, rho_mid: np.ndarray, geom: BoxGeometry, d: Discretisation,
-                   rtol: float, max_it: int) -> tuple[np.ndarray, bool, int]:
-    """``phi^n`` of one midpoint layer from ``phi^{n+1}`` and ``rho^{n+1/2}`` (both ``[c, *i]``)."""
+                   rtol: float, max_it: int, guess: np.ndarray | None = None) -> tuple[np.ndarray, bool, int]:
+    """``phi^n`` of one midpoint layer from ``phi^{n+1}`` and ``rho^{n+1/2}`` (both ``[c, *i]``);
+    Newton starts from ``y = phi^{n+1/2}`` of ``guess`` (a ``phi^n``), else from ``phi^{n+1}``."""
     import scipy.sparse.linalg as spla
 
     K = d.K
@@ -90,7 +91,13 @@ def _layer_adjoint(phi_next: np.ndarray, rho_mid: np.ndarray, geom: BoxGeometry,
     y = phi_next.copy()
     F = residual(y)
     f = float(np.linalg.norm(F))
-    scale = float(np.linalg.norm(w * phi_next) + f) or 1.0
+    if guess is not None and np.all(np.isfinite(guess)):
+        yg = 0.5 * (guess + phi_next)
+        Fg = residual(yg)
+        fg = float(np.linalg.norm(Fg))
+        if np.isfinite(fg) and fg < f:
+            y, F, f = yg, Fg, fg
+    scale = float(np.linalg.norm(w * phi_next) + np.linalg.norm(residual(phi_next))) or 1.0
     diag = np.repeat(np.broadcast_to(w, y.shape[1:]).ravel(), K)
     it = 0
     while np.isfinite(f) and f > rtol * scale and it < max_it:
@@ -117,9 +124,11 @@ def _layer_adjoint(phi_next: np.ndarray, rho_mid: np.ndarray, geom: BoxGeometry,
 
 
 def backward_adjoint(phi_N: np.ndarray, rho_mid: np.ndarray, d: Discretisation, *, rtol: float = 1e-12,
-                     max_it: int = 50) -> tuple[np.ndarray, bool, int | None, int]:
+                     max_it: int = 50, guess: np.ndarray | None = None) -> tuple[np.ndarray, bool, int | None, int]:
     """The adjoint ``phi[n, c, *i]`` of the midpoint scheme from ``phi^N`` down, with the
-    half-level densities ``rho_mid[n, c, *i]`` frozen (module docstring).
+    half-level densities ``rho_mid[n, c, *i]`` frozen (module docstring); ``guess`` (an
+    earlier ``phi[n, c, *i]``, e.g. of the previous forward-backward sweep) starts each
+    layer's Newton where it is closer than ``phi^{n+1}``.
 
     Returns ``(phi, converged, failed_layer, newton_iterations)``; on a failed layer the
     levels below it are left as NaN.
@@ -131,7 +140,8 @@ def backward_adjoint(phi_N: np.ndarray, rho_mid: np.ndarray, d: Discretisation, 
     phi[d.N] = phi_N
     total = 0
     for n in range(d.N - 1, -1, -1):
-        phi[n], ok, its = _layer_adjoint(phi[n + 1], rho_mid[n], geom, d, rtol, max_it)
+        phi[n], ok, its = _layer_adjoint(phi[n + 1], rho_mid[n], geom, d, rtol, max_it,
+                                         None if guess is None else guess[n])
         total += its
         if not ok:
             phi[:n + 1] = np.nan
@@ -140,13 +150,14 @@ def backward_adjoint(phi_N: np.ndarray, rho_mid: np.ndarray, d: Discretisation, 
 
 
 def layered_solve(rho0: np.ndarray, phi_N: np.ndarray, rho_frozen: np.ndarray, d: Discretisation,
-                  exact: bool = False, **kw) -> LayeredResult:
+                  exact: bool = False, guess: np.ndarray | None = None, **kw) -> LayeredResult:
     """Adjoint by :func:`backward_adjoint`, then the density by the midpoint walk with the
     tilts of ``(rho_frozen, phi)``; ``rho_frozen[n, c, *i]`` are the densities at the levels
     ``n = 0..N`` (their level means are the half levels). ``exact``: nothing is frozen
-    (:func:`exact_decoupling`), recorded in the result."""
+    (:func:`exact_decoupling`), recorded in the result; ``guess``: an earlier ``phi[n, c, *i]``
+    for the layers' Newton (:func:`backward_adjoint`)."""
     mid = 0.5 * (rho_frozen[1:] + rho_frozen[:-1])
-    phi, ok, bad, its = backward_adjoint(phi_N, mid, d, **kw)
+    phi, ok, bad, its = backward_adjoint(phi_N, mid, d, guess=guess, **kw)
     K = d.K
     Zf = np.concatenate([np.moveaxis(rho_frozen, 1, -1), np.moveaxis(phi, 1, -1)], axis=-1)
     if not ok:

@@ -115,7 +115,7 @@ def sweep_diagram(res: dict, path: str | Path) -> None:
     """Observed stable (o) and unstable points (marker by the first failure) in the (M, N)
     plane, each rule's boundary (smallest stable N over M), the sharp rule's misses boxed."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.2, 5.6))
+    fig, ax = plt.subplots(figsize=(9.2, 5.6))
     pts = res["points"]
     b = res["boundaries"]
     Ms = np.array(b["nodes"], dtype=float)
@@ -149,7 +149,7 @@ def sweep_diagram(res: dict, path: str | Path) -> None:
                  f"a priori {rate('a_priori')} ({rules['a_priori']['false_stable']}), "
                  f"a posteriori {rate('a_posteriori')}")
     ax.title.set_fontsize(9)
-    ax.legend(fontsize=7, loc="upper left", framealpha=0.85)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -427,7 +427,8 @@ def predict(problem: Problem, ref: Reference | None = None, positivity_tol: floa
     settled, change, sweeps, its = exact, None, 0, 0
     res = None
     for sweeps in range(1, (1 if exact else max_sweeps) + 1):
-        res = layered_solve(bd.rho0, phiN, rho_f, d, exact=exact)
+        res = layered_solve(bd.rho0, phiN, rho_f, d, exact=exact,
+                            guess=None if res is None else np.moveaxis(res.Z[..., K:], -1, 1))
         its += res.newton_iterations
         if not res.converged or exact:
             break

@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-nodes-cap", type=int, default=None,
                    help="search the largest stable node count up to this (default 2049 for d = 1, 129 for d = 2)")
     p.add_argument("--max-layers-cap", type=int, default=None,
-                   help="search the sharp rule's smallest stable N up to this (default 4096 for d = 1, 256 for d = 2)")
+                   help="search the sharp rule's smallest stable N up to this (default 1024 for d = 1, 128 for d = 2)")
     p.add_argument("--reference", default=None, metavar="NODES:LAYERS",
                    help="the sharp rule's coarse solve (default: the configuration's mesh with M - 1 and N halved)")
     p.add_argument("--no-plot", action="store_true", help="do not draw stability.png")
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     out = prepare_out_dir(args.out, comm)
     two = problem.ndim == 2
     ncap = args.max_nodes_cap or (129 if two else 2049)
-    lcap = args.max_layers_cap or (256 if two else 4096)
+    lcap = args.max_layers_cap or (128 if two else 1024)
     ref = None
     if needs_reference(problem):
         nodes, layers = reference_mesh(problem)
@@ -135,10 +135,10 @@ def run(args: argparse.Namespace) -> int:
     def rules() -> dict:
         pre = a_priori(problem)
         sh = predict(problem, ref, args.positivity_tol)
-        Ms = sorted({int(m) for m in np.unique(np.geomspace(9, max(4 * (problem.grid.nodes[0] - 1) + 1, 65),
-                                                            10 if two else 16).astype(int))} | {problem.grid.nodes[0]})
-        Ms = [m for m in Ms if m <= ncap]
-        bnd = {"nodes": Ms, "a_priori": [], "sharp": []}
+        M0 = problem.grid.nodes[0]
+        Ms = sorted({int(m) for m in np.geomspace(min(9, M0), max(2 * (M0 - 1) + 1, 17), 8 if two else 12)} | {M0})
+        Ms = [m for m in Ms if m <= ncap] if not args.no_plot else []
+        bnd = {"nodes": Ms, "a_priori": [], "sharp": []}  # the picture's boundaries (not with --no-plot)
         for m in Ms:
             p = problem.on_mesh(scaled_nodes(problem.grid.nodes, m))
             bnd["a_priori"].append(min_layers(p))
