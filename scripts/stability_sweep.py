@@ -13,7 +13,7 @@ block, test accuracy below the zero network's). Modes:
 * ``--emit-slurm FILE``: write a SLURM array script (one task per point) and stop;
 * ``--collect``: read ``OUT/points/*.json``, solve the sharp rule's coarse reference once,
   give every point each rule's verdict, print the table, hit rates and every miss, write
-  ``OUT/sweep.json`` and ``OUT/stability_diagram.png``.
+  ``OUT/sweep.json``, ``OUT/sweep.md`` (the tables in Markdown) and ``OUT/stability_diagram.png``.
 
 Test accuracy: ``--accuracy MODULE:FUNC`` with ``FUNC(problem, Z) -> float | None`` (``Z[n, *i, a]``);
 default ``mfc_hpc.learning.evaluate:sweep_accuracy`` when it imports, ``none`` to skip.
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     from mfc_hpc.jobs.solve import shared_problem
     from mfc_hpc.logs import setup_logging
     from mfc_hpc.studies.pictures import sweep_diagram
-    from mfc_hpc.studies.sweep import collect, run_point, table
+    from mfc_hpc.studies.sweep import collect, markdown, run_point, table
 
     setup_logging("WARNING")
     comm = PETSc.COMM_WORLD
@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             print(table(res), flush=True)
             print(f"test accuracy: {acc_note}")
             sweep_diagram(res, out / "stability_diagram.png")
-            print(f"wrote {out}/sweep.json and {out}/stability_diagram.png")
+            (out / "sweep.md").write_text(markdown(res) + "\n")
+            print(f"wrote {out}/sweep.json, {out}/sweep.md and {out}/stability_diagram.png")
     return 0
 
 

@@ -24,7 +24,7 @@ from .stability import (ACCURACY_TOL, POSITIVITY_TOL, AccuracyFn, Reference, min
                         scaled_nodes, sharp_min_layers)
 from .stability_runs import reference_mesh, reference_solve, solve_point
 
-__all__ = ["SweepSpec", "point_path", "run_point", "collect", "boundaries", "table", "RULES"]
+__all__ = ["SweepSpec", "point_path", "run_point", "collect", "boundaries", "table", "markdown", "RULES"]
 
 log = logging.getLogger("stability")
 
@@ -81,7 +81,11 @@ def _reference(spec: SweepSpec, base: Problem, comm) -> Reference | None:
         nodes, layers = scaled_nodes(base.grid.nodes, m), n
     else:
         nodes, layers = reference_mesh(base)
-    return reference_solve(base, comm, Path(spec.out) / "reference", nodes, layers)
+    ref = reference_solve(base, comm, Path(spec.out) / "reference", nodes, layers)
+    if not spec.keep_solutions and comm.tompi4py().rank == 0:  # its summary.json stays
+        for f in ("solution.h5", "solution.xmf"):
+            (Path(spec.out) / "reference" / f).unlink(missing_ok=True)
+    return ref
 
 
 def collect(spec: SweepSpec, base: Problem, comm=None, accuracy: AccuracyFn | None = None,
@@ -148,6 +152,8 @@ def collect(spec: SweepSpec, base: Problem, comm=None, accuracy: AccuracyFn | No
                               "not_available": len(rows) - len(judged), "misses": misses}
     res["boundaries"] = boundaries(spec, base, ref, boundary_nodes or spec.nodes)
     out = Path(spec.out)
+    if not spec.keep_solutions and (out / "solutions").is_dir() and not any((out / "solutions").iterdir()):
+        (out / "solutions").rmdir()
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "sweep.json", res)
     return res
@@ -195,4 +201,39 @@ def table(res: dict) -> str:
                          + (f" ({', '.join(m['failures'])})" if m["failures"] else ""))
     if res["missing_points"]:
         lines.append(f"missing points: {res['missing_points']}")
+    return "\n".join(lines)
+
+
+def _mv(x) -> str:
+    return {True: "stable", False: "**unstable**", None: "-"}[x]
+
+
+def markdown(res: dict) -> str:
+    """The sweep as a Markdown table (one row per point) and the rules' hit rates and misses."""
+    acc = any(r["test_accuracy"] is not None for r in res["points"])
+    head = ("| N | M | observed | failures | a priori | a posteriori | sharp | min rho / max rho | dt * rate | "
+            "max(1 - det) |" + (" accuracy (zero network) |" if acc else ""))
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in res["points"]:
+        rel = r["min_density_relative"]
+        row = (f"| {r['layers']} | {r['nodes']} | {_mv(r['observed'])} | {', '.join(r['failures']) or '-'} | "
+               f"{_mv(r['a_priori'])} | {_mv(r['a_posteriori'])} | {_mv(r['sharp'])} | "
+               f"{'-' if rel is None else format(rel, '.2e')} | {r['dt_outflow_rate']:.3g} | {r['dt_compression']:.3g} |")
+        if acc:
+            a, b = r["test_accuracy"], r["baseline_accuracy"]
+            row += f" {'-' if a is None else format(a, '.3f')} ({'-' if b is None else format(b, '.3f')}) |"
+        lines.append(row)
+    lines.append("")
+    fc = ", ".join(f"{k} {v}" for k, v in res["failure_counts"].items() if v)
+    lines.append(f"{res['total']} points, {res['observed_stable']} observed stable, {res['observed_unstable']} "
+                 f"unstable ({fc})." + ("" if res["reference"] is None else f" Sharp rule reference: {res['reference']}.")
+                 + (" Sharp rule exact (one class, eta = 0: nothing frozen)." if res["sharp_exact"] else ""))
+    lines.append("")
+    lines.append("| rule | right | hit rate | false stable | false unstable | misses |")
+    lines.append("|---|---|---|---|---|---|")
+    for rule, st in res["rules"].items():
+        ms = "; ".join(f"N = {m['layers']}, M = {m['nodes']} ({m['kind']})" for m in st["misses"]) or "-"
+        rate = "-" if st["hit_rate"] is None else f"{st['hit_rate']:.3f}"
+        lines.append(f"| {rule.replace('_', ' ')} | {st['hits']}/{st['judged']} | {rate} | {st['false_stable']} | "
+                     f"{st['false_unstable']} | {ms} |")
     return "\n".join(lines)
