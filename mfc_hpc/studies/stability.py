@@ -62,8 +62,9 @@ COMPRESSION_LIMIT = 1.0
 POSITIVITY_TOL = 1e-8
 #: test accuracy may fall this far below the zero network's before it counts as a failure
 ACCURACY_TOL = 0.01
-#: forward-backward sweeps of the sharp rule at most, and when they have settled
-SWEEPS = 30
+#: forward-backward sweeps of the sharp rule (when something is frozen), and when they count
+#: as settled (recorded, not required: the verdict is that of the last sweep)
+SWEEPS = 3
 SETTLE_TOL = 1e-8
 #: the ways a point fails, in the order they are checked
 FAILURES = ("newton", "positivity", "invertibility", "accuracy")
@@ -199,7 +200,8 @@ def invertibility_limit(tr: np.ndarray, det: np.ndarray) -> float:
     if not (np.all(np.isfinite(tr)) and np.all(np.isfinite(det))):
         return 0.0
     scale = np.maximum(np.abs(tr), np.sqrt(np.abs(det)))
-    lin = np.abs(det) <= 1e-12 * np.maximum(scale, 1e-300) ** 2
+    with np.errstate(over="ignore"):
+        lin = np.abs(det) <= 1e-12 * np.maximum(scale, 1e-300) ** 2
     out = np.full(tr.shape, np.inf)
     m = lin & (tr < 0)
     out[m] = -1.0 / tr[m]
@@ -405,18 +407,20 @@ def _frozen_inputs(problem: Problem, ref: Reference | None) -> tuple[np.ndarray,
 
 def predict(problem: Problem, ref: Reference | None = None, positivity_tol: float = POSITIVITY_TOL,
             accuracy: AccuracyFn | None = None, accuracy_tol: float = ACCURACY_TOL, max_sweeps: int = SWEEPS,
-            settle_tol: float = SETTLE_TOL, with_state: bool = False) -> dict:
+            settle_tol: float = SETTLE_TOL, require_settled: bool = False, with_state: bool = False) -> dict:
     """The sharp verdict for the problem's mesh: the layered solve of
     :mod:`mfc_hpc.numerics.layered` on this mesh, then the observation of its state
     (:func:`observed` on :func:`state_numbers`).
 
     Nothing frozen (one class, ``eta = 0``, ``F = 0``, fixed loss): one layered solve, the
     exact discrete solution. Otherwise the coupling starts frozen at ``ref`` (a coarse
-    solve, transferred) and forward-backward sweeps update it from the walk's densities
-    (and a KL terminal condition from ``rho^N``) until the densities change by less than
-    ``settle_tol`` of their maximum: a fixed point is a solution of this mesh's scheme.
-    Sweeps that do not settle within ``max_sweeps``, or a layer solve that fails, count as
-    a predicted Newton failure. The bridge's ``phi^N`` stays the reference's (no update).
+    solve, transferred) and up to ``max_sweeps`` forward-backward sweeps update it from the
+    walk's densities (and a KL terminal condition from ``rho^N``), stopping early when the
+    densities change by less than ``settle_tol`` of their maximum (a fixed point solves this
+    mesh's scheme); the verdict is that of the last sweep, ``change`` says how far from a
+    fixed point it is (``require_settled``: count an unsettled prediction as a Newton
+    failure instead). A layer solve that fails counts as a predicted Newton failure. The
+    bridge's ``phi^N`` stays the reference's (no update).
     """
     d, bd = problem.d, problem.bd
     K = d.K
@@ -444,7 +448,7 @@ def predict(problem: Problem, ref: Reference | None = None, positivity_tol: floa
                  "layer_solves_converged": res.converged, "failed_layer": res.failed_layer,
                  "newton_iterations": its, "sweeps": sweeps, "settled": bool(settled and res.converged),
                  "change": change}
-    if not out["settled"]:
+    if not res.converged or (require_settled and not out["settled"]):
         out.update(observed(False, None, None))
         out.update(min_density=None, max_density=None, dt_outflow_rate=None, dt_compression=None,
                    accuracy=None, baseline_accuracy=None)

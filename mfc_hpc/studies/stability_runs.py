@@ -16,13 +16,13 @@ import numpy as np
 from petsc4py import PETSc
 
 from ..fileio.solution import read_solution
-from ..jobs.solve import collective, solve
+from ..jobs.solve import solve
 from ..numerics.model import Discretisation
 from ..problem.build import Problem
 from .stability import (ACCURACY_TOL, POSITIVITY_TOL, AccuracyFn, Reference, a_posteriori, a_priori, observed,
                         zero_network_state)
 
-__all__ = ["state_from_file", "solve_point", "reference_mesh", "reference_solve"]
+__all__ = ["state_from_file", "on_root", "solve_point", "reference_mesh", "reference_solve"]
 
 log = logging.getLogger("stability")
 
@@ -34,8 +34,26 @@ def state_from_file(path: str | Path) -> np.ndarray:
     return np.concatenate([np.moveaxis(rho, 1, -1), np.moveaxis(phi, 1, -1)], axis=-1)
 
 
-def _on_root(comm, fn, *args):
-    return collective(comm.tompi4py(), fn, *args)
+def on_root(comm, fn, *args):
+    """``fn(*args)`` on rank 0, its result (or exception) on every rank; the other ranks wait
+    in a non-blocking barrier and sleep between tests (serial post-processing that takes
+    minutes does not keep them spinning on a shared machine)."""
+    import time
+
+    mpi = comm.tompi4py() if hasattr(comm, "tompi4py") else comm
+    res, err = None, None
+    if mpi.rank == 0:
+        try:
+            res = fn(*args)
+        except Exception as e:  # noqa: BLE001 - raised on every rank below
+            err = e
+    req = mpi.Ibarrier()
+    while not req.Test():
+        time.sleep(0.05)
+    res, err = mpi.bcast((res, err), root=0)
+    if err is not None:
+        raise err
+    return res
 
 
 def solve_point(problem: Problem, comm: PETSc.Comm | None = None, out_dir: str | Path = "point",
@@ -73,7 +91,7 @@ def solve_point(problem: Problem, comm: PETSc.Comm | None = None, out_dir: str |
         return {"max_density": rmax, "accuracy": None if acc is None else float(acc),
                 "baseline_accuracy": None if base is None else float(base)}
 
-    m = _on_root(comm, measure)
+    m = on_root(comm, measure)
     rec.update(max_density=m["max_density"], test_accuracy=m["accuracy"], baseline_accuracy=m["baseline_accuracy"])
     rec["a_posteriori"] = a_posteriori(diag) if ok else None
     rec["observed"] = observed(ok, diag, m["max_density"], positivity_tol, m["accuracy"], m["baseline_accuracy"],

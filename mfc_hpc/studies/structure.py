@@ -225,8 +225,8 @@ def measure(problem, comm=None, out_dir: str | Path = "point", keep_solution: bo
     """Solve the problem (collective) and measure its structure; the record is on every rank."""
     from petsc4py import PETSc
 
-    from ..jobs.solve import collective, solve
-    from .stability_runs import state_from_file
+    from ..jobs.solve import solve
+    from .stability_runs import on_root, state_from_file
 
     comm = comm or PETSc.COMM_WORLD
     d = problem.d
@@ -248,7 +248,7 @@ def measure(problem, comm=None, out_dir: str | Path = "point", keep_solution: bo
                    symplectic=_linearised_forms(res.ms, res.ms.d, res.ms.bd))
     finally:
         res.ms.destroy()
-    rec["euler_poincare"] = collective(comm.tompi4py(), lambda: euler_poincare_residual(
+    rec["euler_poincare"] = on_root(comm, lambda: euler_poincare_residual(
         state_from_file(out / "solution.h5"), d)) if d.unit_fraction else None
     if not keep_solution and comm.tompi4py().rank == 0:
         shutil.rmtree(out, ignore_errors=True)

@@ -22,7 +22,7 @@ from ..fileio.summary import versions, write_json
 from ..problem.build import Problem
 from .stability import (ACCURACY_TOL, POSITIVITY_TOL, AccuracyFn, Reference, min_layers, needs_reference, predict,
                         scaled_nodes, sharp_min_layers)
-from .stability_runs import reference_mesh, reference_solve, solve_point
+from .stability_runs import on_root, reference_mesh, reference_solve, solve_point
 
 __all__ = ["SweepSpec", "point_path", "run_point", "collect", "boundaries", "table", "markdown", "RULES"]
 
@@ -97,8 +97,12 @@ def collect(spec: SweepSpec, base: Problem, comm=None, accuracy: AccuracyFn | No
 
     comm = comm or PETSc.COMM_WORLD
     ref = _reference(spec, base, comm)
-    if comm.tompi4py().rank != 0:
-        return None
+    res = on_root(comm, _verdicts, spec, base, ref, accuracy, boundary_nodes)
+    return res if comm.tompi4py().rank == 0 else None
+
+
+def _verdicts(spec: SweepSpec, base: Problem, ref: Reference | None, accuracy: AccuracyFn | None,
+              boundary_nodes: list[int] | None) -> dict:
     grid = spec.grid()
     pts, missing = [], []
     for k in range(len(grid)):
@@ -126,7 +130,7 @@ def collect(spec: SweepSpec, base: Problem, comm=None, accuracy: AccuracyFn | No
                 "dt_compression": r["a_priori"].get("dt_compression"), "min_layers": r["a_priori"].get("min_layers")},
             "a_posteriori": None if r["a_posteriori"] is None else r["a_posteriori"]["stable"],
             "sharp": pr["stable"],
-            "sharp_numbers": {k: pr.get(k) for k in ("failures", "exact", "settled", "sweeps", "min_density",
+            "sharp_numbers": {k: pr.get(k) for k in ("failures", "exact", "settled", "sweeps", "change", "min_density",
                                                       "max_density", "dt_outflow_rate", "dt_compression",
                                                       "accuracy", "baseline_accuracy")},
         })
@@ -162,7 +166,7 @@ def collect(spec: SweepSpec, base: Problem, comm=None, accuracy: AccuracyFn | No
 def boundaries(spec: SweepSpec, base: Problem, ref: Reference | None, nodes: list[int]) -> dict:
     """Each rule's smallest stable ``N`` (a priori and sharp; ``None``: none up to the cap) for
     node counts ``nodes`` (serial)."""
-    cap = 4 * max(spec.layers)
+    cap = 2 * max(spec.layers)
     out = {"nodes": list(nodes), "a_priori": [], "sharp": [], "cap": cap}
     for M in nodes:
         p = spec.problem_at(base, max(spec.layers), M)

@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     from ...jobs.solve import collective, prepare_out_dir, shared_problem
     from ...studies.stability import (a_priori, max_nodes, min_layers, needs_reference, predict, scaled_nodes,
                                       sharp_max_nodes, sharp_min_layers)
-    from ...studies.stability_runs import reference_mesh, reference_solve, solve_point
+    from ...studies.stability_runs import on_root, reference_mesh, reference_solve, solve_point
 
     if not args.positivity_tol >= 0:
         raise BadInput(f"--positivity-tol: must be >= 0, got {args.positivity_tol}")
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
                 "sharp_min_layers": sharp_min_layers(problem, ref, lcap, args.positivity_tol),
                 "sharp_max_nodes": sharp_max_nodes(problem, ref, ncap, positivity_tol=args.positivity_tol)}
 
-    res = collective(mpi, rules)
+    res = on_root(comm, rules)
     res.update(mesh=f"{problem.grid.describe()}, {problem.d.N} layers (dt = {problem.d.dt:.4g})",
                nu=problem.d.nu, positivity_tol=args.positivity_tol, max_nodes_cap=ncap, max_layers_cap=lcap,
                config=problem.resolved_config(), versions=versions())
