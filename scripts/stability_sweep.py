@@ -78,6 +78,8 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]
                         "when it imports; 'none' to skip)")
     p.add_argument("--reference", type=mesh_pair, default=None, metavar="NODES:LAYERS",
                    help="the sharp rule's coarse solve (default: the base mesh with M - 1 and N halved)")
+    p.add_argument("--sharp-sweeps", type=int, default=None,
+                   help="forward-backward sweeps of the sharp rule when it freezes a coupling (default 3)")
     p.add_argument("--boundary-nodes", type=ints, default=None,
                    help="node counts at which the rules' boundaries are drawn (default the sweep's)")
     p.add_argument("--keep-solutions", action="store_true", help="keep OUT/solutions/point_k/solution.h5")
@@ -101,20 +103,24 @@ def accuracy_fn(spec: str | None):
 
 def main(argv: list[str] | None = None) -> int:
     args, petsc_args = parse(argv)
-    from mfc_hpc.studies.stability import ACCURACY_TOL, POSITIVITY_TOL
+    from mfc_hpc.studies.stability import ACCURACY_TOL, POSITIVITY_TOL, SWEEPS
     from mfc_hpc.studies.sweep import SweepSpec
 
     ptol = POSITIVITY_TOL if args.positivity_tol is None else args.positivity_tol
     atol = ACCURACY_TOL if args.accuracy_tol is None else args.accuracy_tol
     if not ptol >= 0 or not atol >= 0:
         return _fail("--positivity-tol and --accuracy-tol must be >= 0")
+    sweeps = SWEEPS if args.sharp_sweeps is None else args.sharp_sweeps
+    if sweeps < 1:
+        return _fail(f"--sharp-sweeps: must be >= 1, got {sweeps}")
     out = Path(args.out)
-    spec = SweepSpec(args.config, args.layers, args.nodes, out, ptol, atol, args.keep_solutions, args.reference)
+    spec = SweepSpec(args.config, args.layers, args.nodes, out, ptol, atol, args.keep_solutions, args.reference, sweeps)
     n = len(spec.grid())
     common = (f"--config {args.config} --layers {','.join(map(str, args.layers))} "
               f"--nodes {','.join(map(str, args.nodes))} --out {out} --positivity-tol {ptol} --accuracy-tol {atol}"
               + (f" --accuracy {args.accuracy}" if args.accuracy else "")
               + (f" --reference {args.reference[0]}:{args.reference[1]}" if args.reference else "")
+              + (f" --sharp-sweeps {sweeps}" if args.sharp_sweeps is not None else "")
               + (" --keep-solutions" if args.keep_solutions else ""))
     if args.emit_slurm:
         out.mkdir(parents=True, exist_ok=True)

@@ -174,6 +174,27 @@ def test_sharp_rule_exact_on_the_closed_form():
         assert num["dt_max_compression"] == pytest.approx(dg["dt_max_compression"], rel=1e-10)
 
 
+@pytest.mark.parametrize("M,N", [(65, 32), (129, 64), ((33, 33), 16)])
+def test_largest_compression_in_the_last_layer_at_a_wall(M, N):
+    """docs/stability.md 4: the blocks fold first in the last layer, at (or a few cells from)
+    a wall, where the terminal loss is steep and the no-flux condition bends the adjoint;
+    this is why the a priori rule now counts the wall cells."""
+    from mfc_hpc.numerics.depth import layers, split
+    from mfc_hpc.numerics.grid import BoxGeometry
+    from mfc_hpc.numerics.quantities import drift
+
+    p = build_problem(closed_form_config(M, N))
+    d = p.d
+    Z = predict(p, with_state=True)["Z"]
+    rho, phi = split(layers(Z, 0.5), 1)
+    geom = BoxGeometry(d.grid, (0,) * d.ndim, d.grid.nodes)
+    ex = -cell_det_excess(drift(rho, phi, geom, d), d.grid.h, d.dt)
+    at = np.unravel_index(np.argmax(ex), ex.shape)
+    assert at[0] == d.N - 1
+    cells = at[1:1 + d.ndim]
+    assert min(min(c, m - 2 - c) for c, m in zip(cells, d.grid.nodes)) <= 4, at
+
+
 def test_observed_failures():
     diag = {"min_density": -1e-6, "dt_max_compression": 1.2, "finite": True}
     o = observed(True, diag, 1.0, 1e-8, 0.70, 0.80, 0.01)

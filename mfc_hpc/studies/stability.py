@@ -468,12 +468,12 @@ def predict(problem: Problem, ref: Reference | None = None, positivity_tol: floa
 
 
 def sharp_min_layers(problem: Problem, ref: Reference | None = None, cap: int = 4096,
-                     positivity_tol: float = POSITIVITY_TOL) -> int | None:
+                     positivity_tol: float = POSITIVITY_TOL, max_sweeps: int = SWEEPS) -> int | None:
     """Smallest ``N <= cap`` the sharp rule calls stable on the problem's node mesh: the first
     stable ``N`` of ``1, 2, 4, ..`` refined by bisection from the unstable one before it
     (``None`` if none up to ``cap``). Accuracy is not part of this search."""
     def ok(N: int) -> bool:
-        return bool(predict(problem.on_mesh(layers=N), ref, positivity_tol)["stable"])
+        return bool(predict(problem.on_mesh(layers=N), ref, positivity_tol, max_sweeps=max_sweeps)["stable"])
 
     N, prev = 1, 0
     while N <= cap and not ok(N):
@@ -488,12 +488,12 @@ def sharp_min_layers(problem: Problem, ref: Reference | None = None, cap: int = 
 
 
 def sharp_max_nodes(problem: Problem, ref: Reference | None = None, cap: int = 1025, samples: int = 16,
-                    positivity_tol: float = POSITIVITY_TOL) -> int | None:
+                    positivity_tol: float = POSITIVITY_TOL, max_sweeps: int = SWEEPS) -> int | None:
     """Largest node count ``M`` (axis 1; the others scaled alike) up to ``cap`` the sharp rule
     calls stable for the problem's ``N`` (geometric samples from 5, refined by bisection)."""
     nodes0 = problem.grid.nodes
-    return _search_max(lambda m: bool(predict(problem.on_mesh(scaled_nodes(nodes0, m)), ref,
-                                              positivity_tol)["stable"]), 5, cap, samples)
+    return _search_max(lambda m: bool(predict(problem.on_mesh(scaled_nodes(nodes0, m)), ref, positivity_tol,
+                                              max_sweeps=max_sweeps)["stable"]), 5, cap, samples)
 
 
 def _one(v: tuple):

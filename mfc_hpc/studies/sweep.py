@@ -20,8 +20,8 @@ import numpy as np
 
 from ..fileio.summary import versions, write_json
 from ..problem.build import Problem
-from .stability import (ACCURACY_TOL, POSITIVITY_TOL, AccuracyFn, Reference, min_layers, needs_reference, predict,
-                        scaled_nodes, sharp_min_layers)
+from .stability import (ACCURACY_TOL, POSITIVITY_TOL, SWEEPS, AccuracyFn, Reference, min_layers, needs_reference,
+                        predict, scaled_nodes, sharp_min_layers)
 from .stability_runs import on_root, reference_mesh, reference_solve, solve_point
 
 __all__ = ["SweepSpec", "point_path", "run_point", "collect", "boundaries", "table", "markdown", "RULES"]
@@ -45,6 +45,7 @@ class SweepSpec:
     accuracy_tol: float = ACCURACY_TOL
     keep_solutions: bool = False
     reference: tuple[int, int] | None = None  # (nodes along axis 1, layers) of the sharp rule's coarse solve
+    sharp_sweeps: int = SWEEPS  # forward-backward sweeps of the sharp rule when something is frozen
 
     def grid(self) -> list[tuple[int, int]]:
         return [(N, M) for N in self.layers for M in self.nodes]
@@ -114,7 +115,8 @@ def _verdicts(spec: SweepSpec, base: Problem, ref: Reference | None, accuracy: A
     rows = []
     for r in pts:
         N, M = r["layers"], r["M"]
-        pr = predict(spec.problem_at(base, N, M), ref, spec.positivity_tol, accuracy, spec.accuracy_tol)
+        pr = predict(spec.problem_at(base, N, M), ref, spec.positivity_tol, accuracy, spec.accuracy_tol,
+                     max_sweeps=spec.sharp_sweeps)
         o = r["observed"]
         rows.append({
             "index": r["index"], "layers": N, "nodes": M, "observed": o["stable"], "failures": o["failures"],
@@ -137,7 +139,7 @@ def _verdicts(spec: SweepSpec, base: Problem, ref: Reference | None, accuracy: A
     res: dict = {"config": spec.config, "resolved_config": base.resolved_config(), "dim": base.ndim,
                  "layers": spec.layers, "nodes": spec.nodes, "positivity_tol": spec.positivity_tol,
                  "accuracy_tol": spec.accuracy_tol, "accuracy_measured": accuracy is not None,
-                 "reference": None if ref is None else ref.label,
+                 "reference": None if ref is None else ref.label, "sharp_sweeps": spec.sharp_sweeps,
                  "sharp_exact": not needs_reference(base), "points": rows, "missing_points": missing,
                  "total": len(rows), "observed_stable": sum(r["observed"] for r in rows),
                  "observed_unstable": sum(not r["observed"] for r in rows),
@@ -171,7 +173,7 @@ def boundaries(spec: SweepSpec, base: Problem, ref: Reference | None, nodes: lis
     for M in nodes:
         p = spec.problem_at(base, max(spec.layers), M)
         out["a_priori"].append(min_layers(p))
-        out["sharp"].append(sharp_min_layers(p, ref, cap, spec.positivity_tol))
+        out["sharp"].append(sharp_min_layers(p, ref, cap, spec.positivity_tol, spec.sharp_sweeps))
     return out
 
 
