@@ -26,6 +26,8 @@ COMMANDS: dict[str, str] = {
     "solve": "solve",
     "inspect": "inspect",
     "plan": "plan",
+    "structure": "structure",
+    "stability": "stability",
 }
 
 

@@ -1,2 +1,3 @@
-"""Studies built on the solver: optimality checks, structure, stability, and the
-performance harness (:mod:`mfc_hpc.studies.perf`)."""
+"""Studies on top of the solver: the preserved structure (:mod:`.structure`), the
+stability rules of layers against nodes (:mod:`.stability`, :mod:`.sweep`) and the
+performance harness (:mod:`.perf`)."""
