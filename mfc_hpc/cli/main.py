@@ -25,6 +25,10 @@ __all__ = ["main", "COMMANDS", "EXIT_OK", "EXIT_BAD_INPUT", "EXIT_NOT_CONVERGED"
 COMMANDS: dict[str, str] = {
     "solve": "solve",
     "inspect": "inspect",
+    "train": "train",
+    "predict": "predict",
+    "transport": "transport",
+    "data": "data",
 }
 
 
