@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["Simplices", "locate", "interpolate", "interpolate_with_gradient", "scatter_weights", "grid_simplices",
-           "sample_simplicial_density",
+           "sample_simplicial_density", "simplex_cover",
            "hat_relu", "clip_to_box"]
 
 
@@ -187,3 +187,34 @@ def sample_simplicial_density(points: np.ndarray, p: np.ndarray, simplices: np.n
     g = rng.standard_gamma(alpha)
     lam = g / g.sum(axis=1, keepdims=True)
     return np.einsum("sv,svd->sd", lam, V[k])
+
+
+def simplex_cover(vertices: np.ndarray, y: np.ndarray, tol: float = 1e-12, chunk: int = 1 << 22
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which simplices ``vertices[T, d+1, d]`` contain each point ``y[Q, d]`` (barycentric
+    coordinates all ``>= -tol``; degenerate simplices are skipped): the number of them
+    ``count[Q]``, the first ``first[Q]`` (-1 if none) and the point's barycentric
+    coordinates ``lam[Q, d+1]`` in it. Brute force over all simplices, ``O(T Q)``."""
+    V = np.asarray(vertices, dtype=float)
+    y = np.asarray(y, dtype=float).reshape(len(y), -1)
+    T, _, d = V.shape
+    E = np.transpose(V[:, 1:] - V[:, :1], (0, 2, 1))  # [T, d, d]: columns are the edges
+    det = np.linalg.det(E) if d > 1 else E[:, 0, 0]
+    ok = np.abs(det) > 1e-300
+    Einv = np.zeros_like(E)
+    Einv[ok] = np.linalg.inv(E[ok])
+    count = np.zeros(len(y), dtype=int)
+    first = np.full(len(y), -1)
+    lam = np.full((len(y), d + 1), np.nan)
+    step = max(1, chunk // max(T, 1))
+    for a in range(0, len(y), step):
+        q = y[a:a + step]  # [q, d]
+        r = np.einsum("tij,tqj->tqi", Einv, q[None, :, :] - V[:, None, 0, :])  # [T, q, d]
+        L = np.concatenate([1.0 - r.sum(axis=-1, keepdims=True), r], axis=-1)  # [T, q, d+1]
+        inside = np.all(L >= -tol, axis=-1) & ok[:, None]
+        count[a:a + step] = inside.sum(axis=0)
+        has = inside.any(axis=0)
+        f = np.argmax(inside, axis=0)
+        first[a:a + step] = np.where(has, f, -1)
+        lam[a:a + step][has] = L[f[has], np.flatnonzero(has)]
+    return count, first, lam

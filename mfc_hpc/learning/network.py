@@ -72,7 +72,7 @@ from ..numerics.model import Discretisation
 from ..numerics.quantities import cell_det_excess, compression, drift
 from ..problem.losses import SoftmaxHead
 from ..problem.projection import Projection
-from .cpwl import interpolate, locate
+from .cpwl import grid_simplices, interpolate, locate, simplex_cover
 
 __all__ = ["ModelError", "ResidualNetwork", "network_from_state", "relu_parameters", "reflect",
            "classification_report", "evaluate", "state_from_solution", "NETWORK_FORMAT", "NETWORK_VERSION"]
@@ -214,6 +214,27 @@ class ResidualNetwork:
         """``max(1 - det(I + dt grad U_n))`` over blocks and simplices (< 1: every block is
         invertible on the box); ``dt max(-d_x U_n)`` in 1-D."""
         return compression(self.drift, self.grid.h, self.dt)
+
+    def block_image(self, n: int) -> np.ndarray:
+        """The images ``[T, d+1, d]`` of the simplices of the grid under block ``n`` (the block
+        is affine on each simplex, so its image is the simplex of the mapped vertices)."""
+        pts = self.grid.points().reshape(-1, self.ndim)
+        moved = pts + self.dt * self.drift[n].reshape(self.ndim, -1).T
+        return moved[grid_simplices(self.grid.nodes)]
+
+    def inverse_block(self, n: int, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Preimages in the box of states ``y[s, d]`` under block ``n``: ``(x, count)`` with
+        ``count[s]`` the number of simplices whose image contains ``y_s`` (1 for every point
+        of the image when the block is invertible, :meth:`compression` < 1) and ``x_s`` the
+        preimage found in the first (NaN where there is none). Brute force over the
+        simplices (tests and small grids)."""
+        S = grid_simplices(self.grid.nodes)
+        pts = self.grid.points().reshape(-1, self.ndim)
+        count, first, lam = simplex_cover(self.block_image(n), np.asarray(y, dtype=float).reshape(len(y), -1))
+        x = np.full((len(y), self.ndim), np.nan)
+        ok = first >= 0
+        x[ok] = np.einsum("sv,svd->sd", lam[ok], pts[S[first[ok]]])
+        return x, count
 
     # ------------------------------------------------------------------ files
     def to_arrays(self) -> dict[str, np.ndarray]:
