@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..problem.build import Problem
-from .baseline import LineReluNetwork, fit_thresholds, logistic_baselines, sample_cost, threshold_predict, train_gd
+from .baseline import fit_thresholds, logistic_baselines, sample_cost, threshold_predict, train_gd
 from .network import ResidualNetwork, classification_report, evaluate, network_from_state
 from .pushforward import compare_samples, pushforward_check, sample_density
 

@@ -74,7 +74,7 @@ from ..problem.losses import SoftmaxHead
 from ..problem.projection import Projection
 from .cpwl import grid_simplices, interpolate, locate, simplex_cover
 
-__all__ = ["ModelError", "ResidualNetwork", "network_from_state", "relu_parameters", "reflect",
+__all__ = ["ModelError", "ResidualNetwork", "network_from_state", "layer_drift", "relu_parameters", "reflect",
            "classification_report", "evaluate", "state_from_solution", "NETWORK_FORMAT", "NETWORK_VERSION"]
 
 NETWORK_FORMAT = "mfc_hpc.network"

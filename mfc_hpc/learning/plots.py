@@ -204,15 +204,17 @@ def _untangle(out: Path, net, data) -> Path:
     lo, hi = _data_box(data.x_train, 0.08)
     lines = _square_grid(lo, hi, 15, 101)
     pushed = [net.forward(L, path=True) for L in lines]  # each [n, p, 2]
-    fig, axs = plt.subplots(1, len(cols) + 1, figsize=(3.3 * (len(cols) + 1), 3.7), constrained_layout=True)
+    fig, axs = plt.subplots(1, len(cols) + 1, figsize=(3.3 * (len(cols) + 1), 4.6), constrained_layout=True)
     box = _box(net)
+    vlo, vhi = _data_box(np.concatenate([P[n] for n in cols] + [L[n] for L in pushed for n in cols]), 0.04)
+    view = (max(vlo[0], box[0]), min(vhi[0], box[1]), max(vlo[1], box[2]), min(vhi[1], box[3]))
     for ax, n in zip(axs, cols):
         for L in pushed:
-            ax.plot(L[n][:, 0], L[n][:, 1], color="0.55", lw=0.5)
+            ax.plot(L[n][:, 0], L[n][:, 1], color="0.45", lw=0.45, alpha=0.8)
         _scatter_classes(ax, P[n], data.y_train, net.class_names, colors, s=5, label=(n == 0))
-        _head_boundary(ax, net.head, box[::2], box[1::2], colors="k", linewidths=1.0,
+        _head_boundary(ax, net.head, view[::2], view[1::2], colors="k", linewidths=1.1,
                        linestyles="--" if n < N else "-")
-        _set_box(ax, box)
+        _set_box(ax, view)
         ax.set_title(f"depth t = {n * net.dt:.2f}" + (" (input)" if n == 0 else " (read-out)" if n == N else ""),
                      fontsize=10)
         ax.tick_params(labelsize=7)
@@ -244,7 +246,9 @@ def _decision_panel(ax, net, data, gd_net) -> None:
             ax.contour(a, b, lg, levels=np.arange(net.K - 1) + 0.5, colors="k", linewidths=0.9, linestyles="--")
             ax.plot([], [], "k--", lw=0.9, label="gradient descent")
     _head_boundary(ax, net.head, lo, hi, colors="0.3", linewidths=0.9, linestyles=":")
-    ax.plot([], [], ":", color="0.3", lw=0.9, label="head alone")
+    for c in range(net.K):
+        ax.fill([], [], color=colors[c], alpha=0.3, lw=0, label=f"{net.class_names[c]}: network + head")
+    ax.plot([], [], ":", color="0.3", lw=0.9, label="head alone (linear)")
     pred = net.predict(data.x_test)
     _scatter_classes(ax, data.x_test, data.y_test, net.class_names, colors, s=7, alpha=0.9, label=False)
     bad = pred != data.y_test
@@ -253,7 +257,7 @@ def _decision_panel(ax, net, data, gd_net) -> None:
     ax.set_xlim(lo[0], hi[0])
     ax.set_ylim(lo[1], hi[1])
     ax.set_aspect("equal")
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=2, frameon=False)
     ax.tick_params(labelsize=7)
 
 
@@ -339,7 +343,7 @@ def _figures_2d(out: Path, net, rho: np.ndarray, data, gd_net=None) -> list[Path
     plt.close(fig)
 
     # decision regions in input space
-    fig, ax = plt.subplots(figsize=(6.2, 5.4), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(6.2, 6.2), constrained_layout=True)
     _decision_panel(ax, net, data, gd_net)
     acc = float((net.predict(data.x_test) == data.y_test).mean())
     ax.set_title(f"decision regions of network + head in input space; test data (accuracy {acc:.3f})", fontsize=9)
