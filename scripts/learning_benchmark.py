@@ -78,12 +78,22 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--cases", nargs="+", default=["moons", "iris_lda2", "iris"], choices=sorted(CASES))
     ap.add_argument("--case", action="append", default=[], metavar="NAME=CONFIG",
-                    help="a further case: any configuration with a [data] section (repeatable)")
+                    help="a further case: any configuration with a [data] section (repeatable; "
+                         "given without --cases, only these cases run)")
     ap.add_argument("--gd-steps", type=int, default=2000)
     ap.add_argument("--check", action="store_true", help="exit 1 when a target of the issue is not met")
     ap.add_argument("--no-plots", action="store_true", help="pass --no-plots to train (faster)")
+    ap.add_argument("--from-json", action="store_true",
+                    help="do not train: print, check and plot OUT/learning_benchmark.json again")
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
+    if a.from_json:
+        result = json.loads((a.out / "learning_benchmark.json").read_text())
+        print_table(result)
+        result["targets"] = check_targets(result)
+        (a.out / "learning_benchmark.json").write_text(json.dumps(result, indent=2) + "\n")
+        plot(result, a.out / "learning_benchmark.png")
+        return 1 if a.check and not all(t["met"] for t in result["targets"] if not t.get("informative")) else 0
     result = {"ranks": a.ranks, "repeats": a.repeats, "gd_steps": a.gd_steps, "cases": {}}
     configs = {name: EXAMPLES / CASES[name] for name in a.cases}
     for c in a.case:
@@ -124,7 +134,7 @@ def main(argv=None) -> int:
     (a.out / "learning_benchmark.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result, a.out / "learning_benchmark.png")
     print(f"wrote {a.out / 'learning_benchmark.json'} and {a.out / 'learning_benchmark.png'}")
-    return 1 if a.check and not all(t["met"] for t in targets) else 0
+    return 1 if a.check and not all(t["met"] for t in targets if not t.get("informative")) else 0
 
 
 def print_table(result: dict) -> None:
@@ -163,6 +173,10 @@ def check_targets(result: dict) -> list[dict]:
             if gd in ms:
                 out.append({"target": f"{name}: J_S(mean-field) <= J_S({gd}) on the training split",
                             "value": [mf["J_S"], ms[gd]["J_S"]], "met": mf["J_S"] <= ms[gd]["J_S"]})
+                if mf.get("J_S_test") is not None and ms[gd].get("J_S_test") is not None:
+                    out.append({"target": f"{name}: J_S(mean-field) <= J_S({gd}) on the test split",
+                                "value": [mf["J_S_test"], ms[gd]["J_S_test"]],
+                                "met": mf["J_S_test"] <= ms[gd]["J_S_test"], "informative": True})
     print()
     for t in out:
         print(f"{'met    ' if t['met'] else 'NOT MET'}  {t['target']}: {t['value']}")
@@ -177,26 +191,40 @@ def plot(result: dict, path: Path) -> None:
     import numpy as np
 
     cases = list(result["cases"])
-    fig, axs = plt.subplots(1, 2, figsize=(12, 4.2), constrained_layout=True)
+    fig, axs = plt.subplots(1, 2, figsize=(13, 4.8), constrained_layout=True)
     width = 0.8 / len(METHODS)
     colors = plt.get_cmap("tab10").colors
     for k, (key, label) in enumerate(METHODS):
         acc = [result["cases"][c]["methods"].get(key, {}).get("test_accuracy", np.nan) for c in cases]
-        js = [result["cases"][c]["methods"].get(key, {}).get("J_S") for c in cases]
         x = np.arange(len(cases)) + (k - len(METHODS) / 2 + 0.5) * width
         axs[0].bar(x, acc, width, color=colors[k], label=label)
-        axs[1].bar(x, [np.nan if v is None else v for v in js], width, color=colors[k], label=label)
     for c, name in enumerate(cases):
         if name in TARGETS:
             axs[0].hlines(TARGETS[name], c - 0.45, c + 0.45, colors="k", linestyles="--", lw=1)
     lo = min(v["test_accuracy"] for c in cases for v in result["cases"][c]["methods"].values())
     axs[0].set_ylim(max(0.0, lo - 0.05), 1.0)
     axs[0].set_title("test accuracy (dashes: the issue's targets)")
-    axs[1].set_title("sample loss J_S on the training split (no noise)")
+    nets = METHODS[:3]
+    w2 = 0.8 / (2 * len(nets))
+    allr = []
+    for k, (key, label) in enumerate(nets):
+        for j, (field, hatch) in enumerate((("J_S", None), ("J_S_test", "//"))):
+            ratio = []
+            for c in cases:
+                m = result["cases"][c]["methods"]
+                v, ref = m.get(key, {}).get(field), m["mean_field"].get(field)
+                ratio.append(np.nan if v is None or not ref else v / ref)
+            allr += [r for r in ratio if np.isfinite(r)]
+            x = np.arange(len(cases)) + (2 * k + j - len(nets) + 0.5) * w2
+            axs[1].bar(x, ratio, w2, color=colors[k], hatch=hatch, edgecolor="w" if hatch else None,
+                       label=f"{label}, {'training' if j == 0 else 'test'} split")
+    axs[1].axhline(1.0, color="k", lw=0.8)
+    axs[1].set_ylim(min(allr + [1.0]) - 0.05, max(allr + [1.0]) + 0.05)
+    axs[1].set_title("sample loss J_S (no noise) relative to the mean-field network's")
     for ax in axs:
         ax.set_xticks(range(len(cases)))
         ax.set_xticklabels(cases)
-    axs[0].legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3, frameon=False)
     fig.suptitle(f"mfc-hpc train: mean-field network against its baselines ({result['ranks']} ranks)")
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -212,3 +212,24 @@ def test_cli_2d_failures(moons, tmp_path, case, match):
         args = ["data", "moons", "--out", tmp_path]
     err = _one_error(run_cli(2, args, check=False))
     assert re.search(match, err), err
+
+
+def test_learning_benchmark_script(tmp_path):
+    """scripts/learning_benchmark.py on the small half-moons: table, JSON, PNG, targets."""
+    import subprocess
+
+    from conftest import PYTHON, REPO, mpi_env
+
+    (tmp_path / "m.toml").write_text(MOONS_TOML)
+    cmd = [PYTHON, str(REPO / "scripts" / "learning_benchmark.py"), "--out", str(tmp_path / "b"), "--case",
+           f"small={tmp_path / 'm.toml'}", "--gd-steps", "20", "--no-plots", "--ranks", "2"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=mpi_env(), cwd=REPO)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    res = json.loads((tmp_path / "b" / "learning_benchmark.json").read_text())
+    c = res["cases"]["small"]
+    assert list(res["cases"]) == ["small"] and c["features"] == 2 and c["mesh"]["unknowns"] == 2 * 2 * 9 * 17 * 17
+    ev = json.loads((tmp_path / "b" / "small" / "evaluation.json").read_text())
+    assert c["methods"]["mean_field"]["test_accuracy"] == ev["mean_field"]["test"]["accuracy"]
+    assert c["methods"]["gradient_descent"]["J_S"] == ev["gradient_descent"]["J_S"]
+    assert "| mean-field (whole-mesh Newton)" in p.stdout and "J_S(mean-field) <= J_S(gradient_descent)" in p.stdout
+    assert (tmp_path / "b" / "learning_benchmark.png").stat().st_size > 10000

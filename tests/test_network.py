@@ -20,7 +20,6 @@ from mfc_hpc.learning.network import ModelError, ResidualNetwork, relu_parameter
 from mfc_hpc.learning.onnx_export import OnnxModel, save_onnx
 from mfc_hpc.learning.pushforward import density_cdf, energy_test, ks_statistic, sample_density
 from mfc_hpc.numerics.grid import StateGrid
-from mfc_hpc.numerics.quantities import cell_det_excess
 from mfc_hpc.problem.losses import SoftmaxHead, target_head
 
 from conftest import REPO, run_cli

@@ -326,18 +326,16 @@ def _figures_2d(out: Path, net, rho: np.ndarray, data, gd_net=None) -> list[Path
     pushed = [net.forward(L, path=True) for L in lines]
     cols = depth_columns(N, 4)
     fig, axs = plt.subplots(1, len(cols), figsize=(3.6 * len(cols), 3.8), constrained_layout=True)
-    cm = plt.get_cmap("coolwarm")
+    half = len(lines) // 2
     for ax, n in zip(axs, cols):
-        for k, L in enumerate(pushed):
-            half = len(lines) // 2
-            col = cm(0.1 + 0.8 * (k % half) / max(half - 1, 1)) if k < half else plt.get_cmap("viridis")(
-                0.1 + 0.8 * (k - half) / max(half - 1, 1))
-            ax.plot(L[n][:, 0], L[n][:, 1], color=col, lw=0.7)
+        for k, L in enumerate(pushed):  # lines of constant x1 purple, of constant x2 green
+            ax.plot(L[n][:, 0], L[n][:, 1], color="#7b3294" if k < half else "#1b7837", lw=0.7, alpha=0.85)
         _head_boundary(ax, net.head, box[::2], box[1::2], linewidths=0.9)
         _set_box(ax, box)
         ax.set_title(f"depth t = {n * net.dt:.2f}", fontsize=10)
         ax.tick_params(labelsize=7)
-    fig.suptitle("a square grid carried through the network (x = x + dt U_n(x) per block)", fontsize=10)
+    fig.suptitle("a square grid carried through the network (x -> x + dt U_n(x) per block; purple: lines of "
+                 "constant x1, green: of constant x2; dashed: the head's boundary)", fontsize=10)
     paths.append(out / "grid_deformation.png")
     fig.savefig(paths[-1], dpi=DPI)
     plt.close(fig)
