@@ -13,6 +13,9 @@ import logging
 
 log = logging.getLogger("train")
 
+#: the 2-D push-forward test keeps a (2n x 2n) distance matrix: 8000^2 doubles = 0.5 GB
+MAX_ENERGY_SAMPLES = 4000
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from .solve import add_checkpoint_options
@@ -61,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if cfg.data is None:
         raise BadInput(f"train: {args.config} has no [data] section (use 'mfc-hpc solve' for given densities)")
+    if cfg.ndim == 2 and args.samples > MAX_ENERGY_SAMPLES:
+        raise BadInput(f"train: --samples {args.samples}: the 2-D energy test holds the (2n)^2 distances of the "
+                       f"pooled samples; at most {MAX_ENERGY_SAMPLES} per class")
     problem = shared_problem(cfg, comm)
     prepare_out_dir(args.out, comm)
     ck = make_checkpointer(cfg, args, comm)

@@ -48,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
     if cfg.loss.kind not in ("kl", "bridge"):
         raise BadInput(f"transport: {args.config} has [loss] kind = '{cfg.loss.kind}'; "
                        "transport needs kind = 'kl' or 'bridge' with a target")
+    from .train import MAX_ENERGY_SAMPLES
+    if cfg.ndim == 2 and args.samples > MAX_ENERGY_SAMPLES:
+        raise BadInput(f"transport: --samples {args.samples}: the 2-D energy test holds the (2n)^2 distances of "
+                       f"the pooled samples; at most {MAX_ENERGY_SAMPLES} per class")
     problem = shared_problem(cfg, comm)
     prepare_out_dir(args.out, comm)
     res = solve(problem, comm, out_dir=args.out)
