@@ -19,7 +19,9 @@ check() {
 import petsc4py; petsc4py.init([])
 from petsc4py import PETSc
 import mpi4py, h5py, numpy, scipy, matplotlib, pytest, mfc_hpc
+import onnx, onnxruntime
 assert h5py.get_config().mpi
+assert (onnx.__version__, onnxruntime.__version__) == ("1.17.0", "1.20.1")
 PY
 }
 
@@ -44,6 +46,14 @@ if [ ! -x "$MFC_VENV/bin/python" ]; then
   /usr/bin/python3 -m venv --system-site-packages "$MFC_VENV"
 fi
 "$MFC_PYTHON" -m pip install -q --no-deps --no-build-isolation -e "$repo"
+# ONNX export of the trained network and its runtime (mfc-hpc predict model.onnx), pinned to
+# wheels that install next to Debian 12's numpy 1.24.2 (whose ABI petsc4py and h5py need):
+# the constraint keeps pip from replacing the system numpy
+cons="$(mktemp)"
+"$MFC_PYTHON" -c 'import numpy; print("numpy==" + numpy.__version__)' > "$cons"
+"$MFC_PYTHON" -m pip install -q -c "$cons" onnx==1.17.0 onnxruntime==1.20.1 protobuf==7.36.2 \
+  flatbuffers==25.12.19 coloredlogs==15.0.1 humanfriendly==10.0
+rm -f "$cons"
 if ! check; then
   echo "setup: the MPI stack does not import; see README 'Installing'" >&2
   "$MFC_PYTHON" -c "import petsc4py; petsc4py.init([]); from petsc4py import PETSc; import h5py, mfc_hpc; assert h5py.get_config().mpi, 'h5py is not built for MPI'" >&2

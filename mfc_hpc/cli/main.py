@@ -28,6 +28,10 @@ COMMANDS: dict[str, str] = {
     "plan": "plan",
     "structure": "structure",
     "stability": "stability",
+    "train": "train",
+    "predict": "predict",
+    "transport": "transport",
+    "data": "data",
 }
 
 

@@ -494,7 +494,7 @@ class DataConfig:
     the feature columns (default all others; ``features`` given as a list of names is the
     same); ``features``: the state dimension ``d`` the features are projected to (1 or 2);
     ``classes``: labels to keep, in this order; ``projection``: ``"none"`` (exactly ``d``
-    feature columns), ``"pca"`` or ``"lda"``; ``test_fraction`` and ``seed``: the
+    feature columns), ``"pca"`` or ``"lda"``; ``test_fraction`` (0: no test split) and ``seed``: the
     stratified split; ``bandwidth``: the kernel width rule (``"silverman"``, ``"scott"``)
     or a number (one per axis allowed); ``head``: ``"targets"`` (classes sent to targets
     ``t_c``, logits ``-|x - t_c|^2 / (2 s^2)``) or ``"fitted"`` (multinomial logistic
@@ -565,8 +565,10 @@ class DataConfig:
         bw = v.get("bandwidth", "silverman")
         if isinstance(bw, str):
             bw = ck.string("data.bandwidth", bw, BANDWIDTH_RULES)
-        else:
+        elif isinstance(bw, (list, tuple)):
             bw = ck.vector("data.bandwidth", bw, dims, lo=0.0, lo_open=True)
+        else:  # one number: the same width on every axis
+            bw = (ck.num("data.bandwidth", bw, lo=0.0, lo_open=True),) * dims
         head = v.get("head")
         tg = v.get("targets", [])
         if not isinstance(tg, list):
@@ -579,7 +581,7 @@ class DataConfig:
             file=str(path), label=ck.string("data.label", v.get("label", "label")),
             columns=columns, features=dims, classes=strs("classes", v.get("classes", [])),
             projection=ck.string("data.projection", v.get("projection", "lda"), PROJECTIONS),
-            test_fraction=ck.num("data.test_fraction", v.get("test_fraction", 0.3), lo=0.0, lo_open=True,
+            test_fraction=ck.num("data.test_fraction", v.get("test_fraction", 0.3), lo=0.0,
                                  hi=0.9),
             seed=ck.integer("data.seed", v.get("seed", 0), lo=0, hi=2 ** 63 - 1),
             bandwidth=bw,
