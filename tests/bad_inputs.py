@@ -568,7 +568,7 @@ def data_files(fx: Fixtures) -> Iterator[Case]:
     yield solve_case(fx, "data/table/mesh_misses_the_data", "data", fx.config(raw),
                      r"mesh\.x_min: 100 % of the samples of .* lie outside the mesh")
     for key, value, needle in (
-            (("data", "test_fraction"), 0.0, r"data\.test_fraction: must be > 0"),
+            (("data", "test_fraction"), -0.1, r"data\.test_fraction: must be >= 0"),
             (("data", "test_fraction"), 1.0, r"data\.test_fraction: must be <= 0\.9"),
             (("data", "columns"), ["f1", "f1"], r"data\.columns: 'f1' is listed twice"),
             (("data", "columns"), ["nope"], r"data\.columns: no column 'nope'"),
@@ -990,6 +990,149 @@ def solutions(fx: Fixtures) -> Iterator[Case]:
                r"checksum mismatch in dataset 'rho'")
 
 
+# ---------------------------------------------------------------------------- model files (predict)
+
+def make_models(fx: Fixtures) -> dict[str, Path]:
+    """Good exported networks next to the good fixtures: a 2-D ``model.npz`` (format 2), its
+    ``model.onnx``, and the release's 1-D format-1 model file; they classify ``good.csv``'s
+    ``f1, f2`` (``f1`` in 1-D) as classes ``a``/``b``."""
+    import numpy as np
+
+    from mfc_hpc.learning.network import ResidualNetwork
+    from mfc_hpc.learning.onnx_export import save_onnx
+    from mfc_hpc.numerics.grid import StateGrid
+    from mfc_hpc.problem.losses import SoftmaxHead
+
+    good = fx.root / "good"
+    out = {"npz": good / "model.npz", "onnx": good / "model.onnx", "v1": good / "model_v1.npz"}
+    if not out["npz"].exists():
+        rng = np.random.default_rng(1)
+        grid = StateGrid((-4.0, -4.0), (4.0, 4.0), (9, 9))
+        net = ResidualNetwork(grid, 0.3 * rng.standard_normal((4, 2, 9, 9)), 0.25, 0.1,
+                              SoftmaxHead(np.array([[-1.0, 0.2], [1.0, -0.2]]), np.zeros(2), 1.0), ("a", "b"),
+                              config={"data": {"label": "cls"}})
+        net.save(out["npz"])
+        save_onnx(net, out["onnx"])
+        shutil.copy(REPO / "tests" / "data" / "network_v1" / "model.npz", out["v1"])
+        # the release's model reads one standardised feature and has iris's species
+        rng = np.random.default_rng(2)
+        names = ("setosa", "versicolor", "virginica")
+        (good / "v1.csv").write_text("f1,cls\n" + "".join(f"{rng.normal(c - 1.0, 0.4):.6f},{names[c]}\n"
+                                                          for c in (0, 1, 2) for _ in range(10)))
+    return out
+
+
+def _model_args(path: str) -> dict:
+    """The table and ``--feature`` a model of :func:`make_models` is run on."""
+    good = Path(path).parent
+    if Path(path).name == "model_v1.npz":
+        return {"data": str(good / "v1.csv"), "feature": "f1"}
+    return {"data": str(good / "good.csv"), "feature": "f1,f2"}
+
+
+def _npz_member_offsets(path: Path) -> list[int]:
+    """Offsets inside a zip's members, its local headers and its central directory."""
+    raw = path.read_bytes()
+    n = len(raw)
+    offs = {0, 4, 8, 14, 18, 22, 26, 30, 40, n - 22, n - 10, n - 6, n - 2}
+    for sig in (b"PK\x03\x04", b"PK\x01\x02"):
+        i = raw.find(sig)
+        while i >= 0:
+            offs.update({i + 6, i + 14, i + 20, i + 30, i + 60, i + 200})
+            i = raw.find(sig, i + 4)
+    offs.update(range(n // 7, n, max(1, n // 7)))
+    return sorted(o for o in offs if 0 <= o < n)
+
+
+@family
+def models(fx: Fixtures) -> Iterator[Case]:
+    """``mfc-hpc predict`` on damaged and wrong model files, tables and report targets."""
+    import numpy as np
+
+    m = make_models(fx)
+    csv = str(fx.csv)
+    npz_err = r"model: .*(not a readable NPZ model|lacks|does not match|non-finite|disagrees|format_version|" \
+              r"not an mfc_hpc\.network|must|class names|head|grid|JSON|projection)"
+    onnx_err = r"model: .*(not a readable ONNX model|checksum mismatch|not an mfc_hpc|format_version|metadata)"
+    for kind, good in (("npz", m["npz"]), ("onnx", m["onnx"]), ("v1", m["v1"])):
+        raw = good.read_bytes()
+        n = len(raw)
+        err = onnx_err if kind == "onnx" else npz_err
+        base = _model_args(str(good))
+        for cut in sorted({0, 1, 10, 30, 100, n // 4, n // 2, 3 * n // 4, n - 30, n - 1}):
+            p = fx.path(f"trunc_{cut}.{good.suffix[1:]}")
+            p.write_bytes(raw[:cut])
+            yield Case(f"model/{kind}/truncated@{cut}", "model", "predict", dict(base, path=str(p)), 2, err,
+                       may_pass=True, same_as=str(good))
+        offs = _npz_member_offsets(good) if kind != "onnx" else sorted(set(range(0, n, max(1, n // 40))) | {n - 1})
+        for k, off in enumerate(offs):
+            p = fx.path(f"flip_{off}.{good.suffix[1:]}")
+            _flip(good, p, off, (5 * k) % 8)
+            yield Case(f"model/{kind}/flip@{off}.{(5 * k) % 8}", "model", "predict", dict(base, path=str(p)), 2, err,
+                       may_pass=True, same_as=str(good))
+    # well-formed files with wrong content
+    with np.load(m["npz"], allow_pickle=False) as f:
+        good_arrays = {k: f[k] for k in f.files}
+    edits = {
+        "no_drift": ({"drift": KeyError}, r"lacks drift"),
+        "nan_drift": ({"drift": np.full_like(good_arrays["drift"], np.nan)}, r"non-finite"),
+        "drift_shape": ({"drift": good_arrays["drift"][:, :, :5]}, r"does not match the grid"),
+        "dt_negative": ({"dt": np.array(-0.1)}, r"dt must be > 0"),
+        "nu_inf": ({"nu": np.array(np.inf)}, r"nu >= 0"),
+        "future_version": ({"format_version": np.array(7)}, r"format_version 7"),
+        "not_a_model": ({"format": np.array("something.else")}, r"not an mfc_hpc\.network"),
+        "dim_3": ({"dim": np.array(3)}, r"d = 1 or 2"),
+        "grid_reversed": ({"grid_upper": np.array([-5.0, -5.0])}, r"grid_lower < grid_upper"),
+        "interpolant": ({"interpolant": np.array("bilinear")}, r"unknown interpolant"),
+        "head_shape": ({"head_weights": np.ones((2, 3))}, r"head_weights"),
+        "head_nan": ({"head_biases": np.array([np.nan, 0.0])}, r"non-finite"),
+        "names": ({"class_names": np.array(["a", "b", "c"])}, r"3 class names"),
+        "config_not_json": ({"config": np.array("{oops")}, r"not JSON"),
+    }
+    for name, (change, needle) in edits.items():
+        a = dict(good_arrays)
+        for k, v in change.items():
+            if v is KeyError:
+                a.pop(k)
+            else:
+                a[k] = v
+        p = fx.path(f"{name}.npz")
+        with open(p, "wb") as f:
+            np.savez(f, **a)
+        yield Case(f"model/npz/edited/{name}", "model", "predict", {"path": str(p)}, 2, needle)
+    p = fx.path("model.npz")
+    p.write_text("not a zip file\n")
+    yield Case("model/npz/text", "model", "predict", {"path": str(p)}, 2, r"not a readable NPZ model")
+    p = fx.path("model.onnx")
+    p.write_bytes(b"\x00" * 64)
+    yield Case("model/onnx/zeros", "model", "predict", {"path": str(p)}, 2, onnx_err)
+    yield Case("model/missing", "model", "predict", {"path": str(fx.root / "nope.npz")}, 2, r"no such file")
+    yield Case("model/a_directory", "model", "predict", {"path": str(fx.root / "good")}, 2, r"no such file")
+    # tables and arguments
+    hdr = fx.path("header_only.csv")
+    hdr.write_text("f1,f2,cls\n")
+    letters = fx.path("letters.csv")
+    letters.write_text("f1,f2,cls\nx,1.0,a\n0.2,0.1,b\n")
+    other = fx.path("other_labels.csv")
+    other.write_text("f1,f2,cls\n0.1,0.2,a\n0.2,0.1,zebra\n")
+    for cid, path, args, needle in (
+            ("header_only", m["npz"], {"data": str(hdr)}, r"has a header but no samples"),
+            ("header_only_onnx", m["onnx"], {"data": str(hdr)}, r"has a header but no samples"),
+            ("missing_table", m["npz"], {"data": str(fx.root / "none.csv")}, r"no such file"),
+            ("non_numeric", m["npz"], {"data": str(letters)}, r"f1"),
+            ("unknown_label", m["npz"], {"data": str(other)}, r"'zebra'.* not classes of the model"),
+            ("feature_count", m["npz"], {"feature": "f1"}, r"--feature names 1 column\(s\); the model's state has 2"),
+            ("feature_missing", m["npz"], {"feature": "f1,zz"}, r"lacks the model's feature column\(s\) zz"),
+            ("label_missing", m["npz"], {"label": "nolabel"}, r"no label column 'nolabel'"),
+            ("onnx_noise", m["onnx"], {"noise": True}, r"--noise needs an NPZ model"),
+            ("json_dir", m["npz"], {"json": str(fx.root)}, r"--json: .* is a directory"),
+            ("json_no_parent", m["npz"], {"json": str(fx.root / "no" / "r.json")}, r"--json: the directory .* does not exist"),
+            ("json_empty", m["npz"], {"json": ""}, r"--json: the file name is empty"),
+            ("v1_two_features", m["v1"], {"feature": "f1,f2", "data": str(fx.csv)},
+             r"--feature names 2 column\(s\); the model's state has 1")):
+        yield Case(f"model/input/{cid}", "model", "predict", dict({"path": str(path)}, **args), 2, needle)
+
+
 # ---------------------------------------------------------------------------- PETSc options
 
 #: (options, what the message must say)
@@ -1345,11 +1488,28 @@ def route_solution(case: Case, fx: dict) -> Any:
     return h.hexdigest()
 
 
+def route_predict(case: Case, fx: dict) -> Any:
+    """What ``mfc-hpc predict MODEL DATA`` computes before printing: its report (the
+    fingerprint of an accepted file), after the checks of ``--json``."""
+    from mfc_hpc.cli.commands.predict import _check_json_target, predict_table
+
+    a = case.args
+    if "json" in a:
+        _check_json_target(a["json"])
+    a = dict(_model_args(a["path"]), **a)
+    rep = predict_table(a["path"], a["data"], label=a.get("label", "cls"), feature=a["feature"],
+                        noise=bool(a.get("noise")), seed=0)
+    rep.pop("data")
+    rep.pop("model")
+    return hashlib.sha256(json.dumps(rep, sort_keys=True).encode()).hexdigest()
+
+
 ROUTES: dict[str, Callable[[Case, dict], Any]] = {
     "solve-inputs": route_solve_inputs,
     "petsc": route_petsc,
     "checkpoint": route_checkpoint,
     "solution": route_solution,
+    "predict": route_predict,
 }
 
 

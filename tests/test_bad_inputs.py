@@ -94,7 +94,7 @@ def test_the_corpus_is_large_and_covers_every_category(corpus):
     by = Counter(c.category for c in cases + cli)
     assert len(cases) + len(cli) >= 300
     for cat, least in (("config", 100), ("data", 40), ("checkpoint", 150), ("solution", 40), ("petsc", 25),
-                       ("output", 15), ("cli", 40)):
+                       ("output", 15), ("cli", 40), ("model", 300)):
         assert by[cat] >= least, (cat, by)
     ck = [c for c in cases if c.category == "checkpoint"]
     assert sum("no_sidecar/flip" in c.id for c in ck) >= 40 and sum("with_sidecar/flip" in c.id for c in ck) >= 100

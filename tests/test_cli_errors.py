@@ -105,10 +105,10 @@ def test_cli_bad_config_exits_2_with_one_line(tmp_path):
     assert not (tmp_path / "o" / "summary.json").exists()
     p = run_cli(1, ["solve", tmp_path / "missing.toml", "--out", tmp_path / "o"], check=False)
     assert p.returncode == 2 and "no such file" in one_line_error(p)
-    # an option of another command (train has no --no-checkpoint) is refused, not passed to PETSc
-    p = run_cli(1, ["train", "mfc_hpc/examples/iris.toml", "--out", tmp_path / "t", "--no-checkpoint"],
+    # an option no command has (--bandwidth is a configuration key) is refused, not passed to PETSc
+    p = run_cli(1, ["train", "mfc_hpc/examples/iris.toml", "--out", tmp_path / "t", "--bandwidth", "0.3"],
                 check=False)
-    assert p.returncode == 2 and "unrecognized option --no-checkpoint" in p.stderr
+    assert p.returncode == 2 and "unrecognized option --bandwidth" in p.stderr
     assert not (tmp_path / "t").exists()
 
 

@@ -528,7 +528,7 @@ def test_predict_cli(trained, tmp_path):
         # on the whole data = train + test split of the report
         assert abs(r["accuracy"] * 150 - n_right) < 1e-9
     # projected states in one column
-    cfg = config_from_dict({"mesh": {"x_min": -4.0, "x_max": 4.0, "nodes": 65}, "data": {
+    cfg = config_from_dict({"mesh": {"x_min": -4.0, "x_max": 4.0, "nodes": 65}, "model": {"eta": 0.1}, "data": {
         "file": str(iris), "label": "species", "projection": "pca", "test_fraction": 0.5}})
     d = prepare(cfg.data)
     np.savez(tmp_path / "x.npz", x=d.x_test[:, 0], species=np.array(d.class_names)[d.y_test])

@@ -19,12 +19,17 @@ only ``Sub``, ``Div``, ``Mul``, ``Add``, ``MatMul``, ``Max``, ``Min``, ``Relu``,
 Metadata (``metadata_props``, strings): ``format`` = ``mfc_hpc.network.onnx``,
 ``format_version`` = ``1``, ``dim``, ``blocks``, ``dt``, ``nu``, ``input`` (``features`` or
 ``x``), ``class_names`` and ``feature_names`` (JSON lists), ``label`` (the label column
-the model was trained with). The deterministic network only
+the model was trained with), and ``content_sha256``: the SHA-256 of the serialised graph
+followed by the other metadata entries (sorted, ``key=value`` lines), checked when
+:class:`OnnxModel` opens the file, because protobuf carries no checksum and a flipped
+bit in a weight would otherwise change the predictions silently (files without the entry
+are read unchecked). The deterministic network only
 (no noise). Needs the ``onnx`` package to write and ``onnxruntime`` to run (pinned in
 ``scripts/setup.sh``); neither is needed by anything else.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -118,9 +123,19 @@ def to_onnx(net: ResidualNetwork):
             "class_names": json.dumps(list(net.class_names)),
             "feature_names": json.dumps(list(proj.feature_names) if proj is not None else []),
             "label": str(((net.config or {}).get("data") or {}).get("label", "label"))}
+    meta["content_sha256"] = content_digest(graph.SerializeToString(), meta)
     helper.set_model_props(model, meta)
     onnx.checker.check_model(model)
     return model
+
+
+def content_digest(graph: bytes, meta: dict[str, str]) -> str:
+    """SHA-256 of a serialised graph and the metadata entries other than the digest."""
+    h = hashlib.sha256(graph)
+    for k in sorted(meta):
+        if k != "content_sha256":
+            h.update(f"\n{k}={meta[k]}".encode())
+    return h.hexdigest()
 
 
 def save_onnx(net: ResidualNetwork, path: str | Path) -> Path:
@@ -151,14 +166,17 @@ class OnnxModel:
             import onnxruntime as ort
         except ImportError:
             raise ModelError("model: reading an ONNX model needs onnxruntime (bash scripts/setup.sh installs it)") from None
+        raw = path.read_bytes()
         try:
             opts = ort.SessionOptions()
             opts.log_severity_level = 3
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(raw, sess_options=opts, providers=["CPUExecutionProvider"])
             meta = dict(self.session.get_modelmeta().custom_metadata_map)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
             msg = " ".join(str(e).split())[:200]
             raise ModelError(f"model: {path} is not a readable ONNX model ({msg})") from None
+        if "content_sha256" in meta:
+            self._verify(path, raw, meta)
         if meta.get("format") != ONNX_FORMAT:
             raise ModelError(f"model: {path} is an ONNX model but not an {ONNX_FORMAT} export (no 'format' metadata)")
         if meta.get("format_version") != "1":
@@ -173,6 +191,19 @@ class OnnxModel:
         except (KeyError, ValueError) as e:
             raise ModelError(f"model: {path}: incomplete metadata ({e})") from None
         self.path = path
+
+    @staticmethod
+    def _verify(path: Path, raw: bytes, meta: dict[str, str]) -> None:
+        try:
+            import onnx
+        except ImportError:  # onnxruntime alone (a user's machine): run unchecked
+            return
+        try:
+            graph = onnx.load_model_from_string(raw).graph.SerializeToString()
+        except Exception as e:  # noqa: BLE001 - protobuf decode errors
+            raise ModelError(f"model: {path} is not a readable ONNX model ({' '.join(str(e).split())[:200]})") from None
+        if content_digest(graph, meta) != meta["content_sha256"]:
+            raise ModelError(f"model: {path}: content checksum mismatch (the file is corrupted)")
 
     @property
     def K(self) -> int:

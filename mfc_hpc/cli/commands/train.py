@@ -44,48 +44,54 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from petsc4py import PETSc
 
-    from ...config import load_config
     from ...errors import EXIT_NOT_CONVERGED, EXIT_REQUEUE, BadInput
     from ...fileio.restart import CheckpointAndExit
-    from ...fileio.solution import read_solution
-    from ...fileio.summary import write_json
-    from ...jobs.solve import prepare_out_dir, shared_problem, solve
-    from ...learning.evaluate import comparison_table, evaluate_training
-    from ...learning.network import state_from_solution
-    from .solve import log_result, make_checkpointer
+    from ...jobs.solve import solve
+    from .solve import check_inputs, log_result, make_checkpointer
 
     if args.gd_steps < 0 or args.samples < 2 or args.permutations < 19:
         raise BadInput("train: --gd-steps must be >= 0, --samples >= 2 and --permutations >= 19")
     comm = PETSc.COMM_WORLD
-    cfg = load_config(args.config)
-    if cfg.data is None:
-        raise BadInput(f"train: {args.config} has no [data] section (use 'mfc-hpc solve' for given densities)")
-    if cfg.ndim == 2 and args.samples > MAX_ENERGY_SAMPLES:
-        raise BadInput(f"train: --samples {args.samples}: the 2-D energy test holds the (2n)^2 distances of the "
-                       f"pooled samples; at most {MAX_ENERGY_SAMPLES} per class")
-    problem = shared_problem(cfg, comm)
-    prepare_out_dir(args.out, comm)
-    ck = make_checkpointer(cfg, args, comm)
+    inputs = check_inputs(args, comm)  # every input checked, the output directories locked
+    ck = None
     try:
-        res = solve(problem, comm, out_dir=args.out, observers=[ck] if ck else [])
-    except CheckpointAndExit as e:
-        log.warning("%s: exit %d, resubmit with --restart auto", e, EXIT_REQUEUE)
-        return EXIT_REQUEUE
-    finally:
+        cfg, problem = inputs.cfg, inputs.problem
+        if cfg.data is None:
+            raise BadInput(f"train: {args.config} has no [data] section (use 'mfc-hpc solve' for given densities)")
+        if cfg.ndim == 2 and args.samples > MAX_ENERGY_SAMPLES:
+            raise BadInput(f"train: --samples {args.samples}: the 2-D energy test holds the (2n)^2 distances of "
+                           f"the pooled samples; at most {MAX_ENERGY_SAMPLES} per class")
+        ck = make_checkpointer(inputs, comm)
+        try:
+            res = solve(problem, comm, out_dir=inputs.out, observers=[ck] if ck else [])
+        except CheckpointAndExit as e:
+            log.warning("%s: exit %d, resubmit with --restart auto", e, EXIT_REQUEUE)
+            return EXIT_REQUEUE
+        log_result(res.summary, inputs.out)
+        res.ms.destroy()
+        if not res.converged:
+            return EXIT_NOT_CONVERGED
+        if comm.getRank() != 0:
+            return 0
+        return _evaluate(args, problem, res.summary, inputs.out)
+    finally:  # every exit path releases the locks
         if ck is not None:
             ck.restore_signals()
-    log_result(res.summary, args.out)
-    res.ms.destroy()
-    if not res.converged:
-        return EXIT_NOT_CONVERGED
-    if comm.getRank() != 0:
-        return 0
-    out = Path(args.out)
-    summary = res.summary
+        inputs.release()
+
+
+def _evaluate(args: argparse.Namespace, problem, summary: dict, out) -> int:
+    """Rank 0: read the solution back, build and test the network, write the reports."""
+    from pathlib import Path
+
+    from ...fileio.solution import read_solution
+    from ...fileio.summary import write_json
+    from ...learning.evaluate import comparison_table, evaluate_training
+    from ...learning.network import state_from_solution
+
+    out = Path(out)
     Z = state_from_solution(read_solution(out / "solution.h5"))
     net, rep = evaluate_training(problem, Z, summary, out, gd_steps=args.gd_steps, samples=args.samples,
                                  seed=args.seed, plots=not args.no_plots, onnx=not args.no_onnx,
@@ -106,6 +112,6 @@ def run(args: argparse.Namespace) -> int:
                      "without noise %.4g), %d samples each side, %d permutations", r["class"], r["energy"],
                      r["threshold_5pct"], r["p_value"], r["energy_without_noise"], r["samples"], r["permutations"])
     files = ["model.npz"] + (["model.onnx"] if "model_onnx" in rep else []) + ["evaluation.json", "summary.json"]
-    log.info("wrote %s/%s%s", args.out, ", ".join(files),
+    log.info("wrote %s/%s%s", out, ", ".join(files),
              "" if args.no_plots else " and " + ", ".join(Path(p).name for p in rep.get("figures", [])))
     return 0

@@ -25,44 +25,62 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="permutations of the 2-D energy test's threshold (default 200)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample and noise draws")
     p.add_argument("--no-plots", action="store_true", help="do not write the PNG")
+    from .solve import add_checkpoint_options
+    add_checkpoint_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from petsc4py import PETSc
 
-    from ...config import load_config
-    from ...errors import EXIT_NOT_CONVERGED, BadInput
-    from ...fileio.solution import read_solution
-    from ...fileio.summary import write_json
-    from ...jobs.solve import prepare_out_dir, shared_problem, solve
-    from ...learning.network import state_from_solution
-    from ...learning.transport import transport_report
+    from ...errors import EXIT_NOT_CONVERGED, EXIT_REQUEUE, BadInput
+    from ...fileio.restart import CheckpointAndExit
+    from ...jobs.solve import solve
+    from .solve import check_inputs, make_checkpointer
+    from .train import MAX_ENERGY_SAMPLES
 
     if args.samples < 2 or args.permutations < 19:
         raise BadInput("transport: --samples must be >= 2 and --permutations >= 19")
     comm = PETSc.COMM_WORLD
-    cfg = load_config(args.config)
-    if cfg.loss.kind not in ("kl", "bridge"):
-        raise BadInput(f"transport: {args.config} has [loss] kind = '{cfg.loss.kind}'; "
-                       "transport needs kind = 'kl' or 'bridge' with a target")
-    from .train import MAX_ENERGY_SAMPLES
-    if cfg.ndim == 2 and args.samples > MAX_ENERGY_SAMPLES:
-        raise BadInput(f"transport: --samples {args.samples}: the 2-D energy test holds the (2n)^2 distances of "
-                       f"the pooled samples; at most {MAX_ENERGY_SAMPLES} per class")
-    problem = shared_problem(cfg, comm)
-    prepare_out_dir(args.out, comm)
-    res = solve(problem, comm, out_dir=args.out)
-    res.ms.destroy()
-    summary = res.summary
-    if not res.converged:
-        log.error("did not converge: %s", summary["failure"])
-        return EXIT_NOT_CONVERGED
-    if comm.getRank() != 0:
-        return 0
-    out = Path(args.out)
+    inputs = check_inputs(args, comm)  # every input checked, the output directories locked
+    ck = None
+    try:
+        cfg, problem = inputs.cfg, inputs.problem
+        if cfg.loss.kind not in ("kl", "bridge"):
+            raise BadInput(f"transport: {args.config} has [loss] kind = '{cfg.loss.kind}'; "
+                           "transport needs kind = 'kl' or 'bridge' with a target")
+        if cfg.ndim == 2 and args.samples > MAX_ENERGY_SAMPLES:
+            raise BadInput(f"transport: --samples {args.samples}: the 2-D energy test holds the (2n)^2 distances "
+                           f"of the pooled samples; at most {MAX_ENERGY_SAMPLES} per class")
+        ck = make_checkpointer(inputs, comm)
+        try:
+            res = solve(problem, comm, out_dir=inputs.out, observers=[ck] if ck else [])
+        except CheckpointAndExit as e:
+            log.warning("%s: exit %d, resubmit with --restart auto", e, EXIT_REQUEUE)
+            return EXIT_REQUEUE
+        res.ms.destroy()
+        if not res.converged:
+            log.error("did not converge: %s", res.summary["failure"])
+            return EXIT_NOT_CONVERGED
+        if comm.getRank() != 0:
+            return 0
+        return _report(args, cfg, problem, res.summary, inputs.out)
+    finally:  # every exit path releases the locks
+        if ck is not None:
+            ck.restore_signals()
+        inputs.release()
+
+
+def _report(args: argparse.Namespace, cfg, problem, summary: dict, out) -> int:
+    """Rank 0: read the solution back, export the network, test the pushed samples."""
+    from pathlib import Path
+
+    from ...fileio.solution import read_solution
+    from ...fileio.summary import write_json
+    from ...learning.network import state_from_solution
+    from ...learning.transport import transport_report
+
+    out = Path(out)
     Z = state_from_solution(read_solution(out / "solution.h5"))
     rep = transport_report(problem, Z, summary, out, samples=args.samples, seed=args.seed,
                            plots=not args.no_plots, permutations=args.permutations)
@@ -83,6 +101,6 @@ def run(args: argparse.Namespace) -> int:
         log.info("class %s: L1(rho(T), q) = %.3e (data %.3e), KL(rho(T) | q) = %.3e (data %.3e); "
                  "%d samples pushed with noise vs q: %s", r["class"], r["l1_rhoN_target"], r["l1_rho0_target"],
                  r["kl_rhoN_target"], r["kl_rho0_target"], r["samples"], test)
-    log.info("wrote %s/model.npz, transport.json, summary.json%s", args.out,
+    log.info("wrote %s/model.npz, transport.json, summary.json%s", out,
              "" if args.no_plots else ", density_flow.png")
     return 0
