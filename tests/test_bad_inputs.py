@@ -122,8 +122,12 @@ def test_in_process_corpus(corpus, tmp_path):
     print("slowest:", [(f"{s:.2f} s", k) for s, k in slow])
     assert not failures, f"{len(failures)} of {len(cases)} cases wrong:\n" + "\n".join(failures)
     # a damaged file without a digest may be accepted only where the damage is in bytes nobody reads
-    accepted = [c.id for c in cases if c.may_pass and results[c.id]["code"] == 0]
-    assert len(accepted) < 0.25 * sum(c.may_pass for c in cases), accepted
+    # (HDF5 files: under a quarter; model files under 60 %: a zip's local headers and central
+    # directory repeat fields nobody reads, version, time, attributes, extra)
+    for cats, share in ((("checkpoint", "solution"), 0.25), (("model",), 0.6)):
+        mine = [c for c in cases if c.may_pass and c.category in cats]
+        accepted = [c.id for c in mine if results[c.id]["code"] == 0]
+        assert len(accepted) < share * len(mine), (cats, len(accepted), len(mine), accepted[:20])
 
 
 def run_cli_case(c: Case) -> tuple[int | None, str, str, float]:

@@ -107,7 +107,9 @@ def ref(tmp_path_factory):
 def test_checkpointing_does_not_change_the_answer(ref, tmp_path):
     cfg, out = ref
     run_cli(2, ["solve", cfg, "--out", tmp_path, "--no-checkpoint"])
-    assert_same(out / "solution.h5", tmp_path / "solution.h5", rtol=0.0)
+    # not bit for bit: MUMPS on 2 ranks schedules its factorisation dynamically, so two runs
+    # on a loaded machine can differ in the last bit (2.2e-16 seen) with or without checkpoints
+    assert_same(out / "solution.h5", tmp_path / "solution.h5", rtol=1e-12)
     assert not (tmp_path / "checkpoints").exists()
     s = json.loads((out / "summary.json").read_text())
     assert s["checkpoint"]["written"] >= 8 and s["checkpoint"]["restarts"] == 0

@@ -68,13 +68,19 @@ def _start_time(pid: int) -> str | None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie (killed, not yet reaped: a rank whose ``mpiexec`` was
+    killed too is reparented to an init that may reap late) does not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 def owner_info(command: str | None = None) -> dict:

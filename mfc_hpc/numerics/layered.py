@@ -102,7 +102,9 @@ def _layer_adjoint(phi_next: np.ndarray, rho_mid: np.ndarray, geom: BoxGeometry,
     it = 0
     while np.isfinite(f) and f > rtol * scale and it < max_it:
         with np.errstate(over="ignore", invalid="ignore"):
-            J = vector_field_jacobian(rho1, y[None], geom, d)[0][..., K:, K:]  # [*i, S, c, e]
+            # field-major [S, a, b, l, *i] with inputs [c, l, *i]; the rows dH/drho, the columns phi
+            Jf = vector_field_jacobian(rho_mid[:, None], y[:, None], geom, d)[:, K:, K:, 0]
+            J = np.moveaxis(Jf, (0, 1, 2), (-3, -2, -1))  # [*i, S, c, e]
         if not np.all(np.isfinite(J)):
             return y, False, it
         A = _layer_matrix(c * J, diag, d)
