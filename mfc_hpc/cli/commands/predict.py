@@ -144,7 +144,7 @@ def format_report(rep: dict) -> str:
         lines.append(f"accuracy      {rep['accuracy']:.4f}")
         lines.append(f"cross-entropy {rep['cross_entropy']:.4f}")
         names = rep["classes"]
-        w = max(len(n) for n in names) + 2
+        w = max([len(n) for n in names] + [len(str(v)) for row in rep["confusion"] for v in row]) + 2
         lines.append("confusion (rows: true, columns: predicted)")
         lines.append(" " * w + "".join(n.rjust(w) for n in names))
         for n, row in zip(names, rep["confusion"]):
