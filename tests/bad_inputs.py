@@ -1361,6 +1361,34 @@ def cli_cases(fx: Fixtures) -> list[Case]:
           r"damaged|corrupted|checksum|foreign", timeout=120.0)
     c("restart_interpolate_without_restart", ["solve", cfg, "--out", fx.path("r8"), "--restart-interpolate"],
       r"--restart-interpolate: needs --restart")
+    # the learning commands: train and transport share solve's input boundary
+    data_cfg = copy.deepcopy(DATA)
+    data_cfg["data"]["file"] = str(fx.csv)
+    data_cfg = fx.config(data_cfg)
+    c("train_without_data", ["train", cfg, "--out", fx.path("t1")], r"has no \[data\] section")
+    c("train_bad_config_2_ranks", ["train", bad_cfg, "--out", fx.path("t2")], r"mesh\.nodes", ranks=2)
+    c("train_out_is_a_file_2_ranks", ["train", data_cfg, "--out", fx.csv], r"--out: .* exists and is not a directory",
+      ranks=2)
+    c("train_samples_0", ["train", data_cfg, "--out", fx.path("t3"), "--samples", "0"], r"--samples >= 2")
+    c("transport_classification_loss", ["transport", cfg, "--out", fx.path("t4")], r"transport needs kind = 'kl' or 'bridge'")
+    m = make_models(fx)
+    hdr = fx.path("header_only.csv")
+    hdr.write_text("f1,f2,cls\n")
+    sel = ["--feature", "f1,f2", "--label", "cls"]
+    c("predict_header_only", ["predict", m["npz"], hdr] + sel, r"has a header but no samples")
+    c("predict_json_dir", ["predict", m["npz"], fx.csv, "--json", fx.root] + sel, r"--json: .* is a directory")
+    trunc = fx.path("model.npz")
+    trunc.write_bytes(m["npz"].read_bytes()[:2000])
+    c("predict_truncated_npz", ["predict", trunc, fx.csv] + sel, r"not a readable NPZ model")
+    raw_onnx = m["onnx"].read_bytes()
+    bad_onnx = fx.path("model.onnx")
+    bad_onnx.write_bytes(raw_onnx[: len(raw_onnx) // 2] + bytes([raw_onnx[len(raw_onnx) // 2] ^ 0x10])
+                         + raw_onnx[len(raw_onnx) // 2 + 1:])
+    c("predict_flipped_onnx", ["predict", bad_onnx, fx.csv] + sel,
+      r"model: .*(not a readable ONNX model|checksum mismatch)")
+    c("predict_missing_model", ["predict", fx.root / "none.npz", fx.csv] + sel, r"model: no such file")
+    c("data_samples_2", ["data", "moons", "--out", fx.path("m.csv"), "--samples", "2"], r"--samples must be >= 4")
+    c("data_out_is_a_directory", ["data", "moons", "--out", fx.root], r"--out: .* is a directory")
     return cases
 
 
