@@ -1370,6 +1370,10 @@ def cli_cases(fx: Fixtures) -> list[Case]:
     c("train_out_is_a_file_2_ranks", ["train", data_cfg, "--out", fx.csv], r"--out: .* exists and is not a directory",
       ranks=2)
     c("train_samples_0", ["train", data_cfg, "--out", fx.path("t3"), "--samples", "0"], r"--samples >= 2")
+    no_test = copy.deepcopy(DATA)
+    no_test["data"].update(file=str(fx.csv), test_fraction=0.0)
+    c("train_test_fraction_0", ["train", fx.config(no_test), "--out", fx.path("t5")],
+      r"data\.test_fraction = 0 leaves no held-out samples")
     c("transport_classification_loss", ["transport", cfg, "--out", fx.path("t4")], r"transport needs kind = 'kl' or 'bridge'")
     m = make_models(fx)
     hdr = fx.path("header_only.csv")

@@ -215,6 +215,8 @@ def sweep_accuracy(problem: Problem, Z: np.ndarray, samples: int = 2000, seed: i
     d = problem.d
     net = export_network(problem, Z)
     if problem.data is not None:
+        if problem.data.y_test.size == 0:  # test_fraction = 0: nothing held out
+            return None
         return float(evaluate(net, _states(problem.data.x_test, d.ndim), problem.data.y_test)["accuracy"])
     rng = np.random.default_rng(seed)
     rho0 = class_densities(Z, d.K)[0]

@@ -60,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
         cfg, problem = inputs.cfg, inputs.problem
         if cfg.data is None:
             raise BadInput(f"train: {args.config} has no [data] section (use 'mfc-hpc solve' for given densities)")
+        if problem.data.y_test.size == 0:
+            raise BadInput(f"train: {args.config}: data.test_fraction = {cfg.data.test_fraction:g} leaves no "
+                           "held-out samples to evaluate the network on (use 'mfc-hpc solve' to solve without "
+                           "evaluating)")
         if cfg.ndim == 2 and args.samples > MAX_ENERGY_SAMPLES:
             raise BadInput(f"train: --samples {args.samples}: the 2-D energy test holds the (2n)^2 distances of "
                            f"the pooled samples; at most {MAX_ENERGY_SAMPLES} per class")
