@@ -41,6 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+from bench_solver import env  # noqa: E402  (the launch environment of every benchmark)
+
 #: name -> (nodes, layers, congestion kappa)
 CASES = {
     "d1": (1025, 256, 0.0),
@@ -51,19 +53,6 @@ CASES = {
     "d2_small": ([17, 17], 16, 0.0),
 }
 PHASES = ("setup", "forward", "backward", "gradient", "reduce")
-
-
-def env() -> dict:
-    e = dict(os.environ)
-    e.setdefault("OMP_NUM_THREADS", "1")
-    e.setdefault("OPENBLAS_NUM_THREADS", "1")
-    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
-    if os.geteuid() == 0:
-        e["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
-        e["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
-    e.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")
-    e.setdefault("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
-    return e
 
 
 def worker(case_path: str, out_path: str) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PYTHON, REPO, mpi_env, run_cli
+from test_checkpoint import TWO_CLASS as TWO  # two classes, continuation: many Newton steps, many checkpoints
 from mfc_hpc.fileio.lock import LOCK_NAME
 
 #: one class, closed form on 65 x 16: fast, and large enough that a checkpoint is ~20 KiB
@@ -42,32 +43,6 @@ var = 0.25
 kind = "quadratic"
 alpha = 1.0
 target = 0.5
-"""
-# two classes, continuation in the loss weight and in nu: many Newton steps, many checkpoints
-TWO = """
-[mesh]
-x_min = -4.0
-x_max = 4.0
-nodes = 33
-layers = 8
-[model]
-nu = 0.05
-eta = 0.1
-[[classes]]
-prior = 0.5
-mean = -0.5
-var = 0.09
-[[classes]]
-prior = 0.5
-mean = 0.5
-var = 0.09
-[loss]
-kind = "softmax"
-weights = [-1.0, 1.0]
-gamma = 5.0
-[solver]
-continuation = "always"
-nu_start = 0.1
 """
 ENV = {"MFC_AGREE_TIMEOUT": "20", "MFC_FS_SETTLE_SECONDS": "1"}
 

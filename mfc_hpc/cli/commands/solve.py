@@ -92,27 +92,41 @@ def log_result(summary: dict, out) -> None:
         log.info("wrote %s/summary.json and %s/solution.h5", out, out)
 
 
-def run(args: argparse.Namespace) -> int:
-    from petsc4py import PETSc
-
+def run_checked(args: argparse.Namespace, comm, check=None, after=None, summarise=None) -> int:
+    """The run of a command that solves one configuration (``solve``, ``train``,
+    ``transport``): the input boundary (the output directories stay locked until the
+    end), ``check(inputs)`` for what only the command needs, the solve with its
+    checkpointer, ``summarise(summary, out)`` (default :func:`log_result`), and on rank 0 of
+    a converged run ``after(inputs, summary)``, whose value is the exit status."""
     from ...errors import EXIT_NOT_CONVERGED, EXIT_REQUEUE
     from ...fileio.restart import CheckpointAndExit
     from ...jobs.solve import solve
 
-    comm = PETSc.COMM_WORLD
     inputs = check_inputs(args, comm)  # every input checked, the output directories locked
     ck = None
     try:
+        if check is not None:
+            check(inputs)
         ck = make_checkpointer(inputs, comm)
         try:
             res = solve(inputs.problem, comm, out_dir=inputs.out, observers=[ck] if ck else [])
         except CheckpointAndExit as e:
             log.warning("%s: exit %d, resubmit with --restart auto", e, EXIT_REQUEUE)
             return EXIT_REQUEUE
-        log_result(res.summary, inputs.out)
+        (summarise or log_result)(res.summary, inputs.out)
         res.ms.destroy()
-        return 0 if res.converged else EXIT_NOT_CONVERGED
+        if not res.converged:
+            return EXIT_NOT_CONVERGED
+        if after is None or comm.getRank() != 0:
+            return 0
+        return after(inputs, res.summary)
     finally:  # every exit path (0, 2, 3, 74, 75, an exception) releases the locks
         if ck is not None:
             ck.restore_signals()
         inputs.release()
+
+
+def run(args: argparse.Namespace) -> int:
+    from petsc4py import PETSc
+
+    return run_checked(args, PETSc.COMM_WORLD)

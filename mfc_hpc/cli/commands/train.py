@@ -43,47 +43,36 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def check_energy_samples(command: str, cfg, samples: int) -> None:
+    """Refuse more push-forward samples than the 2-D energy test holds (:data:`MAX_ENERGY_SAMPLES`)."""
+    from ...errors import BadInput
+
+    if cfg.ndim == 2 and samples > MAX_ENERGY_SAMPLES:
+        raise BadInput(f"{command}: --samples {samples}: the 2-D energy test holds the (2n)^2 distances of the "
+                       f"pooled samples; at most {MAX_ENERGY_SAMPLES} per class")
+
+
 def run(args: argparse.Namespace) -> int:
     from petsc4py import PETSc
 
-    from ...errors import EXIT_NOT_CONVERGED, EXIT_REQUEUE, BadInput
-    from ...fileio.restart import CheckpointAndExit
-    from ...jobs.solve import solve
-    from .solve import check_inputs, log_result, make_checkpointer
+    from ...errors import BadInput
+    from .solve import run_checked
 
     if args.gd_steps < 0 or args.samples < 2 or args.permutations < 19:
         raise BadInput("train: --gd-steps must be >= 0, --samples >= 2 and --permutations >= 19")
-    comm = PETSc.COMM_WORLD
-    inputs = check_inputs(args, comm)  # every input checked, the output directories locked
-    ck = None
-    try:
-        cfg, problem = inputs.cfg, inputs.problem
+
+    def check(inputs) -> None:
+        cfg = inputs.cfg
         if cfg.data is None:
             raise BadInput(f"train: {args.config} has no [data] section (use 'mfc-hpc solve' for given densities)")
-        if problem.data.y_test.size == 0:
+        if inputs.problem.data.y_test.size == 0:
             raise BadInput(f"train: {args.config}: data.test_fraction = {cfg.data.test_fraction:g} leaves no "
                            "held-out samples to evaluate the network on (use 'mfc-hpc solve' to solve without "
                            "evaluating)")
-        if cfg.ndim == 2 and args.samples > MAX_ENERGY_SAMPLES:
-            raise BadInput(f"train: --samples {args.samples}: the 2-D energy test holds the (2n)^2 distances of "
-                           f"the pooled samples; at most {MAX_ENERGY_SAMPLES} per class")
-        ck = make_checkpointer(inputs, comm)
-        try:
-            res = solve(problem, comm, out_dir=inputs.out, observers=[ck] if ck else [])
-        except CheckpointAndExit as e:
-            log.warning("%s: exit %d, resubmit with --restart auto", e, EXIT_REQUEUE)
-            return EXIT_REQUEUE
-        log_result(res.summary, inputs.out)
-        res.ms.destroy()
-        if not res.converged:
-            return EXIT_NOT_CONVERGED
-        if comm.getRank() != 0:
-            return 0
-        return _evaluate(args, problem, res.summary, inputs.out)
-    finally:  # every exit path releases the locks
-        if ck is not None:
-            ck.restore_signals()
-        inputs.release()
+        check_energy_samples("train", cfg, args.samples)
+
+    return run_checked(args, PETSc.COMM_WORLD, check,
+                       lambda inputs, summary: _evaluate(args, inputs.problem, summary, inputs.out))
 
 
 def _evaluate(args: argparse.Namespace, problem, summary: dict, out) -> int:

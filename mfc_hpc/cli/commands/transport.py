@@ -33,42 +33,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from petsc4py import PETSc
 
-    from ...errors import EXIT_NOT_CONVERGED, EXIT_REQUEUE, BadInput
-    from ...fileio.restart import CheckpointAndExit
-    from ...jobs.solve import solve
-    from .solve import check_inputs, make_checkpointer
-    from .train import MAX_ENERGY_SAMPLES
+    from ...errors import BadInput
+    from .solve import run_checked
+    from .train import check_energy_samples
 
     if args.samples < 2 or args.permutations < 19:
         raise BadInput("transport: --samples must be >= 2 and --permutations >= 19")
-    comm = PETSc.COMM_WORLD
-    inputs = check_inputs(args, comm)  # every input checked, the output directories locked
-    ck = None
-    try:
-        cfg, problem = inputs.cfg, inputs.problem
+
+    def check(inputs) -> None:
+        cfg = inputs.cfg
         if cfg.loss.kind not in ("kl", "bridge"):
             raise BadInput(f"transport: {args.config} has [loss] kind = '{cfg.loss.kind}'; "
                            "transport needs kind = 'kl' or 'bridge' with a target")
-        if cfg.ndim == 2 and args.samples > MAX_ENERGY_SAMPLES:
-            raise BadInput(f"transport: --samples {args.samples}: the 2-D energy test holds the (2n)^2 distances "
-                           f"of the pooled samples; at most {MAX_ENERGY_SAMPLES} per class")
-        ck = make_checkpointer(inputs, comm)
-        try:
-            res = solve(problem, comm, out_dir=inputs.out, observers=[ck] if ck else [])
-        except CheckpointAndExit as e:
-            log.warning("%s: exit %d, resubmit with --restart auto", e, EXIT_REQUEUE)
-            return EXIT_REQUEUE
-        res.ms.destroy()
-        if not res.converged:
-            log.error("did not converge: %s", res.summary["failure"])
-            return EXIT_NOT_CONVERGED
-        if comm.getRank() != 0:
-            return 0
-        return _report(args, cfg, problem, res.summary, inputs.out)
-    finally:  # every exit path releases the locks
-        if ck is not None:
-            ck.restore_signals()
-        inputs.release()
+        check_energy_samples("transport", cfg, args.samples)
+
+    def failure_only(summary: dict, out) -> None:  # the transport report says the rest
+        if not summary["converged"]:
+            log.error("did not converge: %s", summary["failure"])
+
+    return run_checked(args, PETSc.COMM_WORLD, check,
+                       lambda inputs, summary: _report(args, inputs.cfg, inputs.problem, summary, inputs.out),
+                       summarise=failure_only)
 
 
 def _report(args: argparse.Namespace, cfg, problem, summary: dict, out) -> int:
