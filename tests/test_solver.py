@@ -113,3 +113,18 @@ def test_cost_below_zero_network():
     assert c["kinetic"] > 0 and c["terminal"] < s["zero_network_cost"]["terminal"]
     assert c["total"] < s["zero_network_cost"]["total"]
     ms.destroy()
+
+
+def test_destroy_frees_the_assembly_plan():
+    """A destroyed solver that is still referenced (the benchmark's loop variable while the
+    next solver is built, a driver's closure) must not keep the plan's index arrays, or a
+    second solve in the same process peaks with both plans."""
+    import weakref
+
+    ms = build_solver(build_problem(closed_form_config(33, 8)), verbose=False)
+    ms.iteration_hook = lambda its, f, h, first: ms.snes.getLinearSolveIterations()
+    ms.uncontrolled_guess()
+    assert ms.solve().converged
+    plan = weakref.ref(ms.pattern)
+    ms.destroy()
+    assert plan() is None and ms.iteration_hook is None

@@ -7,7 +7,7 @@ as configurations in :data:`mfc_hpc.studies.perf.SOLVERS`. The one place for the
 """
 from __future__ import annotations
 
-__all__ = ["MULTIGRID_FROM", "DIRECT", "MULTIGRID", "SMOOTHER_2D", "multigrid_levels", "choose_linear", "multigrid_from",
+__all__ = ["MULTIGRID_FROM", "DIRECT", "MULTIGRID", "multigrid_levels", "choose_linear", "multigrid_from",
            "options_string", "preset"]
 
 #: ``linear = "auto"`` uses multigrid from this many unknowns on, per state dimension
@@ -27,7 +27,7 @@ MULTIGRID_FROM: dict[tuple[int, int], float] = {(1, 1): 2.0e5, (1, 2): 2.0e5, (2
 DIRECT = {"ksp_type": "preonly", "pc_type": "lu"}
 
 #: FGMRES + geometric multigrid on the DMDA hierarchy: Galerkin coarse operators,
-#: GMRES(4) + block-Jacobi ILU(0) smoothing (additive Schwarz in 2-D, :data:`SMOOTHER_2D`),
+#: GMRES(4) + block-Jacobi ILU(0) smoothing,
 #: LU (MUMPS where PETSc has it) on the coarsest level; any given on the command line wins
 MULTIGRID = {
     "ksp_type": "fgmres", "ksp_gmres_restart": "100", "ksp_rtol": "1e-8", "ksp_max_it": "500",
@@ -79,12 +79,12 @@ def multigrid_from(ndim: int, K: int) -> float:
     return MULTIGRID_FROM[(min(max(ndim, 1), 2), 1 if K <= 1 else 2)]
 
 
-#: the multigrid's smoother in 2-D: additive Schwarz with one level of overlap between the
-#: ranks' blocks instead of block Jacobi (ILU(0) in each, GMRES(4) around it). On one rank
-#: the two are the same; on two ranks split along depth the overlap keeps the one-rank
-#: linear iteration count (65^2 x 32, two classes: 3/3/3/3 against 4/4/3/3 with block
-#: Jacobi; 33^2 x 16: 2/3/3/2 against 3/3/3/3); in 1-D session 2 measured no gain from it
-SMOOTHER_2D = {"mg_levels_pc_type": "asm", "mg_levels_pc_asm_overlap": "1", "mg_levels_sub_pc_type": "ilu"}
+#: The smoother is block-Jacobi ILU(0) in every dimension. In 2-D it was additive Schwarz
+#: with one level of overlap from session 3 to the second quiet window of 2026-12-02: the
+#: overlap keeps the one-rank iteration count on two ranks (65^2 x 32: 3/3/3/3 against
+#: 4/4/3/3), but it costs more than the iteration it saves (two ranks, two classes:
+#: 162.3 s against 184.6 s at 129^2 x 64, 15.6 s against 18.4 s at 65^2 x 32, 22-25 %
+#: less memory; docs/performance.md, "Multigrid for several classes").
 
 
 def preset(linear: str, mumps: bool, levels: int, ndim: int = 1) -> dict[str, str]:
@@ -92,8 +92,6 @@ def preset(linear: str, mumps: bool, levels: int, ndim: int = 1) -> dict[str, st
     ``ndim``-dimensional state."""
     if linear == "multigrid":
         out = dict(MULTIGRID, pc_mg_levels=str(levels))
-        if ndim >= 2:
-            out.update(SMOOTHER_2D)
         if mumps:
             out["mg_coarse_pc_factor_mat_solver_type"] = "mumps"
         return out

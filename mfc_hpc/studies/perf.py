@@ -66,8 +66,8 @@ SOLVERS: dict[str, Configuration] = {
     "default": Configuration("", "petsc", "auto", "the package's size rule (solver.linear = auto)"),
     "direct": Configuration("", "petsc", "direct", "MUMPS LU (solver.linear = direct)"),
     "multigrid": Configuration("", "depth", "multigrid",
-                               "FGMRES + Galerkin PCMG, GMRES(4) + block-Jacobi (1-D) or additive-Schwarz (2-D) "
-                               "ILU(0) smoothing, ranks along depth (solver.linear = multigrid)"),
+                               "FGMRES + Galerkin PCMG, GMRES(4) + block-Jacobi ILU(0) smoothing, ranks along depth "
+                               "(solver.linear = multigrid)"),
     "mumps": Configuration(options_string({**DIRECT, "pc_factor_mat_solver_type": "mumps"}), "petsc", None,
                            "MUMPS LU as options"),
     "fgmres_mg": Configuration(_MG + " mg_coarse_pc_factor_mat_solver_type mumps", "petsc", None,
@@ -75,24 +75,29 @@ SOLVERS: dict[str, Configuration] = {
     "fgmres_mg_levels": Configuration(_MG + " mg_coarse_pc_factor_mat_solver_type mumps", "depth", None,
                                       "the multigrid with block-Jacobi ILU(0) smoothing, ranks along depth (the "
                                       "1-D preset as options; in 2-D the preset before the Schwarz smoother)"),
-    # smoothers of the multigrid (each the preset with one change)
-    "mg_richardson": Configuration(_MG + " mg_coarse_pc_factor_mat_solver_type mumps "
-                                   "mg_levels_ksp_type richardson mg_levels_ksp_max_it 2", "depth", None,
-                                   "smoother: 2 Richardson sweeps of block-Jacobi ILU(0)"),
-    "mg_pbjacobi": Configuration(_MG + " mg_coarse_pc_factor_mat_solver_type mumps mg_levels_pc_type pbjacobi",
-                                 "depth", None, "smoother: GMRES(4) + point-block Jacobi (2K x 2K blocks)"),
-    "mg_asm": Configuration(_MG + " mg_coarse_pc_factor_mat_solver_type mumps mg_levels_pc_type asm "
-                            "mg_levels_pc_asm_overlap 1 mg_levels_sub_pc_type ilu", "depth", None,
-                            "smoother: GMRES(4) + additive Schwarz (overlap 1) ILU(0)"),
-    "mg_gmres2": Configuration(_MG + " mg_coarse_pc_factor_mat_solver_type mumps mg_levels_ksp_max_it 2", "depth",
-                               None, "smoother: GMRES(2) + block-Jacobi ILU(0)"),
-    "mg_sor": Configuration(_MG + " mg_coarse_pc_factor_mat_solver_type mumps mg_levels_pc_type sor", "depth", None,
-                            "smoother: GMRES(4) + SOR"),
-    "mg_fieldsplit": Configuration(_MG + " mg_coarse_pc_factor_mat_solver_type mumps mg_levels_pc_type fieldsplit "
-                                   "mg_levels_pc_fieldsplit_type multiplicative mg_levels_pc_fieldsplit_0_fields {rho} "
-                                   "mg_levels_pc_fieldsplit_1_fields {phi}", "depth", None,
+    # smoothers of the multigrid: each the package's preset (its levels, Galerkin coarse
+    # operators, coarse LU) with one change given as options (which win over the preset)
+    "mg_richardson": Configuration("mg_levels_ksp_type richardson mg_levels_ksp_max_it 2", "depth", "multigrid",
+                                   "smoother: 2 Richardson sweeps of the preset's ILU(0) blocks"),
+    "mg_pbjacobi": Configuration("mg_levels_pc_type pbjacobi", "depth", "multigrid",
+                                 "smoother: GMRES(4) + point-block Jacobi (2K x 2K blocks)"),
+    "mg_bjacobi": Configuration("mg_levels_pc_type bjacobi mg_levels_sub_pc_type ilu", "depth", "multigrid",
+                                "smoother: GMRES(4) + block-Jacobi ILU(0) (the preset's, as options)"),
+    "mg_asm": Configuration("mg_levels_pc_type asm mg_levels_pc_asm_overlap 1 mg_levels_sub_pc_type ilu", "depth",
+                            "multigrid", "smoother: GMRES(4) + additive Schwarz (overlap 1) ILU(0) (the 2-D preset until 2026-12-02)"),
+    "mg_gmres2": Configuration("mg_levels_ksp_max_it 2", "depth", "multigrid",
+                               "smoother: GMRES(2) instead of GMRES(4)"),
+    "mg_sor": Configuration("mg_levels_pc_type sor", "depth", "multigrid", "smoother: GMRES(4) + SOR"),
+    "mg_fieldsplit": Configuration("mg_levels_pc_type fieldsplit mg_levels_pc_fieldsplit_type multiplicative "
+                                   "mg_levels_pc_fieldsplit_0_fields {rho} mg_levels_pc_fieldsplit_1_fields {phi} "
+                                   "mg_levels_fieldsplit_0_pc_type bjacobi mg_levels_fieldsplit_1_pc_type bjacobi",
+                                   "depth", "multigrid",
                                    "smoother: GMRES(4) + multiplicative field split, densities then adjoints "
                                    "(block-Jacobi ILU(0) in each)"),
+    "mg_ilu1": Configuration("mg_levels_sub_pc_factor_levels 1", "depth", "multigrid",
+                             "the multigrid preset with ILU(1) instead of ILU(0) in the smoother's blocks"),
+    "mg_gmres6": Configuration("mg_levels_ksp_max_it 6", "depth", "multigrid",
+                               "the multigrid preset with GMRES(6) instead of GMRES(4) smoothing"),
     "mg_rediscretised": Configuration("mg_coarse_operators rediscretised", "depth", "multigrid",
                                       "the multigrid preset with the coarse operators rediscretised at the injected "
                                       "iterate instead of Galerkin products (mfc_hpc.parallel.coarse)"),
