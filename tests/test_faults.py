@@ -178,9 +178,13 @@ WRITER = textwrap.dedent("""
     try:
         H.write_file(sys.argv[1], comm, {"format": "x", "config": "{}" * 500}, {"t": (np.arange(5.0), {})},
                      {"rho": ((n, 100), (slice(a, b),), np.ones((b - a, 100)), {})}, digest=True)
-        print(comm.rank, "written", flush=True)
+        out = f"{comm.rank} written"
     except OutputError as e:
-        print(comm.rank, "OutputError", e, flush=True)
+        out = f"{comm.rank} OutputError {e}"
+    # rank 0 prints both outcomes: lines printed by two ranks can interleave in mpiexec's output
+    lines = comm.gather(out, root=0)
+    if comm.rank == 0:
+        print(*lines, sep=chr(10), flush=True)
 """)
 
 

@@ -3,8 +3,12 @@ the last 1-D release's (tests/data/release_1d, made by commit 3ccb3ed): ``rho``,
 within 1e-12 relative, the same Newton iterations in every converged stage, the same
 diagnostics, cost and zero-network cost. With the release's matrix layout
 (``-mfc_jacobian_preallocation box``: the DMDA's full box instead of the entries the scheme
-sets) the Newton iterations of *every* stage are the same too: the failing stages of a
-continuation are chaotic, and MUMPS pivots differently on the smaller exact pattern."""
+sets) the Newton iterations of every *converged* stage are the same too, and those of the
+failing stages of a continuation within :data:`FAILED_STAGE_SLACK` (they are chaotic: on
+the hosts that made the reference and ran CI until 2026-12-01 they were equal; on an AMD EPYC
+host, whose OpenBLAS kernels round differently, one failing stage of each example took one
+iteration more)."""
+
 from __future__ import annotations
 
 import json
@@ -16,6 +20,9 @@ import pytest
 from conftest import REPO, run_cli
 
 DATA = REPO / "tests" / "data" / "release_1d"
+#: how many Newton iterations a *failing* continuation stage may differ from the release's
+#: on another host (the converged stages must match exactly)
+FAILED_STAGE_SLACK = 2
 EXAMPLES = ["closed_form", "two_class", "stability_sweep", "transport_kl", "bridge", "iris"]
 #: examples whose solve ends in the optimisation route (continuation stalls at a fold).
 #: The route's minimiser changed after the release (serial L-BFGS-B from the zero network,
@@ -36,7 +43,7 @@ def route_changed(name: str, s: dict, sol: dict, ref, every_stage: bool) -> bool
     its, conv = stages(s)
     assert conv == ref["converged"].tolist()
     if every_stage:
-        assert its == ref["iterations"].tolist()
+        assert same_stages(its, conv, ref)
     else:
         assert [i for i, c in zip(its, conv) if c] == [i for i, c in zip(ref["iterations"], ref["converged"]) if c]
     last = s["newton"][-1]["stages"][-1]
@@ -55,6 +62,14 @@ def run(tmp_path, name: str, extra: list[str] = ()) -> tuple[dict, dict]:
     s = json.loads((out / "summary.json").read_text())
     with h5py.File(out / "solution.h5", "r") as f:
         return s, {"rho": f["rho"][()], "phi": f["phi"][()]}
+
+
+def same_stages(its: list[int], conv: list[bool], ref) -> bool:
+    """Every converged stage takes the release's Newton iterations, every failing one within
+    :data:`FAILED_STAGE_SLACK`, and the stages converge or fail as in the release."""
+    r_its, r_conv = ref["iterations"].tolist(), ref["converged"].tolist()
+    assert conv == r_conv and len(its) == len(r_its)
+    return all(i == r if c else abs(i - r) <= FAILED_STAGE_SLACK for i, r, c in zip(its, r_its, conv))
 
 
 def stages(s: dict) -> tuple[list[int], list[bool]]:
@@ -96,5 +111,5 @@ def test_release_matrix_layout_reproduces_every_stage(tmp_path, name):
     if route_changed(name, s, sol, ref, every_stage=True):
         return
     its, conv = stages(s)
-    assert its == ref["iterations"].tolist() and conv == ref["converged"].tolist()
+    assert same_stages(its, conv, ref), (its, ref["iterations"].tolist())
     assert np.abs(sol["rho"] - ref["rho"]).max() <= 1e-12 * np.abs(ref["rho"]).max()
