@@ -260,6 +260,9 @@ def test_helpers():
         for d in (1, 2):
             opts = solver_options(name, d)
             assert all(o.startswith("-mfc_") for o in opts[::2])
+    for name, c in SOLVERS.items():  # an options-only multigrid must say its levels, or PCMG runs one
+        if c.package is None and "pc_type mg" in c.options:
+            assert "pc_mg_levels" in c.options, name
     lv = solver_options("fgmres_mg_levels", 2)
     assert "-mfc_da_processors_x" in lv and "-mfc_da_processors_y" in lv and "-mfc_da_processors_z" not in lv
     with pytest.raises(ValueError):

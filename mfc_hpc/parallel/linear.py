@@ -87,9 +87,9 @@ def multigrid_from(ndim: int, K: int) -> float:
 #: less memory; docs/performance.md, "Multigrid for several classes").
 
 
-def preset(linear: str, mumps: bool, levels: int, ndim: int = 1) -> dict[str, str]:
-    """The options of a linear solver choice (``direct`` or ``multigrid``) for a
-    ``ndim``-dimensional state."""
+def preset(linear: str, mumps: bool, levels: int) -> dict[str, str]:
+    """The options of a linear solver choice (``direct`` or ``multigrid`` with ``levels``
+    levels), the same in every state dimension."""
     if linear == "multigrid":
         out = dict(MULTIGRID, pc_mg_levels=str(levels))
         if mumps:

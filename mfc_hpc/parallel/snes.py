@@ -190,7 +190,7 @@ class MeshSolver:
         if self.linear == "options":
             return {}
         factor = self._mumps or self.mesh.comm.getSize() == 1 or not PETSc.Sys.hasExternalPackage("superlu_dist")
-        out = preset(self.linear, self._mumps, multigrid_levels(self.d.grid.nodes, self.d.N), self.d.ndim)
+        out = preset(self.linear, self._mumps, multigrid_levels(self.d.grid.nodes, self.d.N))
         if self.linear == "multigrid" and self._coarse is not None:
             out["pc_mg_galerkin"] = "none"
         if self.linear == "direct" and not factor:
